@@ -1,0 +1,1 @@
+"""Marketplace mail relay: tokenizing SMTP gateway between buyers and sellers."""

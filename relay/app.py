@@ -1,0 +1,130 @@
+"""Wiring: one object that owns the database, archive, rules, SMTP server and worker.
+
+``Relay`` is what ``relay serve`` runs and what tests start in their own event
+loop (``await relay.start()`` binds port 0 when asked and reports the real port).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+from relay.archive import Archive
+from relay.config import RelayConfig
+from relay.db import Database
+from relay.dkim_sign import Signer, ensure_key
+from relay.filters import RuleSet, load_rules
+from relay.inbound import InboundHandler, smtp_factory
+from relay.outbound import OutboundWorker, Transport, make_transport
+from relay.pipeline import Pipeline
+from relay.yamlload import ConfigError
+
+log = logging.getLogger("relay.app")
+
+
+class Relay:
+    def __init__(self, config: RelayConfig, *, transport: Transport | None = None) -> None:
+        self.config = config
+        self.db = Database(config.database)
+        self.archive = Archive(config.archive.path)
+        self.pipeline = Pipeline(config, self.db, self.archive, rules=self._load_rules())
+        self._transport = transport
+        self.worker: OutboundWorker | None = None
+        self.server: asyncio.Server | None = None
+        self._worker_task: asyncio.Task[None] | None = None
+
+    def _load_rules(self) -> RuleSet:
+        path = self.config.filters.rules
+        if not path.exists():
+            log.warning("no filter rules file at %s: running with no rules", path)
+            return RuleSet()
+        return load_rules(path)
+
+    def reload_rules(self) -> bool:
+        """Swap in the rules file's current content; keeps the old rules if it is bad."""
+        try:
+            rules = self._load_rules()
+        except ConfigError as exc:
+            log.error("rules not reloaded, keeping the previous ones:\n%s", exc)
+            return False
+        self.pipeline.rules = rules
+        log.info("reloaded %d filter rules", len(rules.rules))
+        return True
+
+    def signer(self) -> Signer | None:
+        dk = self.config.dkim
+        if not dk.enabled:
+            return None
+        ensure_key(dk.private_key, dk.selector, self.config.marketplace.domain)
+        return Signer.load(
+            domain=self.config.marketplace.domain,
+            selector=dk.selector,
+            private_key=dk.private_key,
+            ed25519_key=dk.ed25519_key,
+        )
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        port: int = self.server.sockets[0].getsockname()[1]
+        return port
+
+    async def start(self) -> None:
+        """Migrate, start the delivery worker, then listen."""
+        await asyncio.to_thread(self.db.migrate)
+        await asyncio.to_thread(self.archive.check_writable)
+        signer = await asyncio.to_thread(self.signer)
+        self.worker = OutboundWorker(
+            config=self.config,
+            db=self.db,
+            archive=self.archive,
+            transport=self._transport or make_transport(self.config),
+            signer=signer,
+        )
+        self._worker_task = asyncio.create_task(self.worker.run())
+        handler = InboundHandler(self.pipeline, self.db, on_accepted=self.worker.wake)
+        smtp = self.config.smtp
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(
+            smtp_factory(
+                handler,
+                hostname=smtp.hostname,
+                max_size=smtp.max_message_size,
+                data_timeout=smtp.data_timeout,
+            ),
+            host=smtp.host,
+            port=smtp.port,
+        )
+        log.info("listening on %s:%d as %s", smtp.host, self.port, smtp.hostname)
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight sessions and deliveries finish, then close."""
+        if self.server is not None:
+            self.server.close()
+            try:
+                await asyncio.wait_for(self.server.wait_closed(), 30)
+            except TimeoutError:
+                log.warning("some SMTP sessions did not finish in time")
+        if self.worker is not None:
+            self.worker.stop()
+        if self._worker_task is not None:
+            await self._worker_task
+        await asyncio.to_thread(self.db.dispose)
+
+    async def serve_forever(self) -> None:
+        """Run until SIGTERM or SIGINT; SIGHUP reloads the filter rules."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload_rules)
+        await self.start()
+        await stop.wait()
+        log.info("stopping")
+        await self.stop()
+
+
+def pid_file(config: RelayConfig) -> Path:
+    return config.archive.path.parent / "relay.pid"

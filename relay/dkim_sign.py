@@ -1,0 +1,159 @@
+"""DKIM keys and signing for the marketplace domain (RFC 6376, RFC 8463).
+
+Signing is CPU work (dkimpy's RSA is pure Python): the worker calls ``sign``
+through ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import dkim
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+log = logging.getLogger("relay.dkim")
+
+SIGNED_HEADERS = [
+    b"from",
+    b"to",
+    b"subject",
+    b"date",
+    b"message-id",
+    b"in-reply-to",
+    b"references",
+    b"mime-version",
+    b"content-type",
+    b"content-transfer-encoding",
+    b"auto-submitted",
+]
+
+
+class DkimError(Exception):
+    """A key that cannot be read or used."""
+
+
+def generate_rsa_key(path: Path, *, bits: int = 2048) -> str:
+    """Write a new RSA private key to ``path`` (mode 0600); returns the DNS TXT value."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    _write_private(path, pem)
+    return rsa_txt_record(pem)
+
+
+def generate_ed25519_key(path: Path) -> str:
+    """Write a new Ed25519 key (RFC 8463: the raw 32-byte seed, base64) to ``path``."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    seed = key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    _write_private(path, base64.b64encode(seed) + b"\n")
+    public = key.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    return f"v=DKIM1; k=ed25519; p={base64.b64encode(public).decode()}"
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def rsa_txt_record(pem: bytes) -> str:
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except ValueError as exc:
+        raise DkimError(f"not a PEM private key: {exc}") from None
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise DkimError("the DKIM private key must be an RSA key")
+    der = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return f"v=DKIM1; k=rsa; p={base64.b64encode(der).decode()}"
+
+
+def ed25519_selector(selector: str) -> str:
+    """The Ed25519 key has a selector of its own: one TXT record per selector."""
+    return f"{selector}-ed25519"
+
+
+def txt_record_name(selector: str, domain: str) -> str:
+    return f"{selector}._domainkey.{domain}"
+
+
+@dataclass(frozen=True)
+class Signer:
+    domain: str
+    selector: str
+    rsa_pem: bytes
+    ed25519_seed: bytes | None = None
+
+    @classmethod
+    def load(
+        cls, *, domain: str, selector: str, private_key: Path, ed25519_key: Path | None
+    ) -> Signer:
+        try:
+            pem = private_key.read_bytes()
+            rsa_txt_record(pem)  # validates
+            seed = ed25519_key.read_bytes().strip() if ed25519_key else None
+        except OSError as exc:
+            raise DkimError(f"cannot read DKIM key: {exc}") from None
+        return cls(domain=domain, selector=selector, rsa_pem=pem, ed25519_seed=seed)
+
+    def sign(self, data: bytes) -> bytes:
+        """``data`` with DKIM-Signature header(s) prepended (Ed25519 first, if configured)."""
+        headers: list[bytes] = []
+        include = [h for h in SIGNED_HEADERS if _has_header(data, h)]
+        if self.ed25519_seed:
+            headers.append(
+                dkim.sign(
+                    data,
+                    ed25519_selector(self.selector).encode(),
+                    self.domain.encode(),
+                    self.ed25519_seed,
+                    signature_algorithm=b"ed25519-sha256",
+                    include_headers=include,
+                    canonicalize=(b"relaxed", b"relaxed"),
+                )
+            )
+        headers.append(
+            dkim.sign(
+                data,
+                self.selector.encode(),
+                self.domain.encode(),
+                self.rsa_pem,
+                include_headers=include,
+                canonicalize=(b"relaxed", b"relaxed"),
+            )
+        )
+        return b"".join(headers) + data
+
+
+def _has_header(data: bytes, name: bytes) -> bool:
+    head = data.split(b"\r\n\r\n", 1)[0].lower()
+    return head.startswith(name + b":") or (b"\r\n" + name + b":") in head
+
+
+def ensure_key(path: Path, selector: str, domain: str) -> None:
+    """Create the RSA key on first start (SPEC §7) and log the record to publish."""
+    if path.exists():
+        return
+    record = generate_rsa_key(path)
+    log.warning(
+        'created DKIM key %s; publish TXT %s "%s"', path, txt_record_name(selector, domain), record
+    )

@@ -1,0 +1,23 @@
+"""Content and attachment filters (SPEC §5).
+
+A filter stage runs between token resolution and archiving.  Rules come from
+``config/filters.yaml``; each has a matcher (which only *detects*) and an action
+(which the admin chose).  The most severe action among the hits wins.
+"""
+
+from relay.filters.base import Action, FilterInput, Hit, Matcher, Role, Rule, RuleSet, Verdict
+from relay.filters.engine import evaluate
+from relay.filters.loader import load_rules
+
+__all__ = [
+    "Action",
+    "FilterInput",
+    "Hit",
+    "Matcher",
+    "Role",
+    "Rule",
+    "RuleSet",
+    "Verdict",
+    "evaluate",
+    "load_rules",
+]

@@ -1,0 +1,136 @@
+"""The SMTP server: envelope checks at RCPT, the pipeline at DATA, 250 after commit.
+
+This is the only place where exceptions become SMTP replies.  ``Rejected``
+carries its reply; storage trouble is ``451 4.3.0`` so the sender keeps the
+message and retries; anything unexpected is logged and also answered 451 —
+never aiosmtpd's default ``500 (ExceptionName) ...``, which would both leak
+internals and make the sender give up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from relay import replies
+from relay.archive import ArchiveError
+from relay.db import Database, StorageUnavailable
+from relay.pipeline import Pipeline
+from relay.replies import Rejected, SmtpReply
+
+log = logging.getLogger("relay.inbound")
+
+MAX_RECIPIENTS = 100
+
+
+def _envelope_sender(mail_from: str | None) -> str:
+    if not mail_from or mail_from == "<>":
+        return ""
+    return mail_from
+
+
+class InboundHandler:
+    """aiosmtpd handler; ``on_accepted`` is called after each commit (wakes the worker)."""
+
+    def __init__(
+        self, pipeline: Pipeline, db: Database, *, on_accepted: Callable[[], None] | None = None
+    ) -> None:
+        self.pipeline = pipeline
+        self.db = db
+        self.on_accepted = on_accepted
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
+            return str(replies.TOO_MANY_RECIPIENTS)
+        try:
+            await self.db.run(
+                self.pipeline.check_recipient, _envelope_sender(envelope.mail_from), address
+            )
+        except Rejected as exc:
+            log.info("RCPT refused: %s", exc.reply)
+            return str(exc.reply)
+        except StorageUnavailable as exc:
+            log.warning("RCPT: database unavailable: %s", exc)
+            return str(replies.TEMP_FAILURE)
+        except Exception:
+            log.exception("RCPT failed")
+            return str(replies.TEMP_FAILURE)
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return str(replies.RECIPIENT_OK)
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content or b""
+        try:
+            outcomes = await asyncio.to_thread(
+                self.pipeline.accept,
+                _envelope_sender(envelope.mail_from),
+                list(envelope.rcpt_tos),
+                raw,
+            )
+        except Rejected as exc:
+            log.info("DATA refused: %s", exc.reply)
+            return str(exc.reply)
+        except (StorageUnavailable, ArchiveError) as exc:
+            log.warning("DATA: storage unavailable: %s", exc)
+            return str(replies.TEMP_FAILURE)
+        except Exception:
+            log.exception("DATA failed")
+            return str(replies.TEMP_FAILURE)
+        if self.on_accepted is not None:
+            self.on_accepted()
+        ids = ",".join(str(o.message_id) for o in outcomes if o.message_id is not None)
+        return str(replies.ACCEPTED.with_text(f"Message accepted{f' as {ids}' if ids else ''}"))
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.error("SMTP session error", exc_info=error)
+        return str(replies.TEMP_FAILURE)
+
+
+class RelaySMTP(SMTP):
+    """aiosmtpd's SMTP with our replies where it hard-codes its own texts."""
+
+    _REWRITES: ClassVar[dict[str, SmtpReply]] = {
+        "552 Error: message size exceeds fixed maximum message size": replies.TOO_BIG,
+        "552 Error: Too much mail data": replies.TOO_BIG,
+        "500 Line too long (see RFC5321 4.5.3.1.6)": replies.LINE_TOO_LONG,
+    }
+
+    async def push(self, status: Any) -> None:
+        if isinstance(status, str) and status in self._REWRITES:
+            status = str(self._REWRITES[status])
+        await super().push(status)
+
+
+def smtp_factory(
+    handler: InboundHandler, *, hostname: str, max_size: int, data_timeout: float
+) -> Callable[[], RelaySMTP]:
+    """A protocol factory for ``loop.create_server``.
+
+    ``hostname`` is passed so aiosmtpd does not call the blocking
+    ``socket.getfqdn()`` for every connection.
+    """
+
+    def factory() -> RelaySMTP:
+        return RelaySMTP(
+            handler,
+            hostname=hostname,
+            data_size_limit=max_size,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            ident="Marketplace relay",
+            timeout=data_timeout,
+        )
+
+    return factory

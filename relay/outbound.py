@@ -1,0 +1,255 @@
+"""The delivery worker: claim → DKIM-sign → hand over → record the outcome.
+
+Two transports: a smarthost over SMTP (aiosmtplib), or a local Maildir for
+trying the relay out.  Each attempt ends in exactly one of delivered, deferred
+(4xx, 552, connection trouble: retried with backoff) or failed (5xx: one notice
+to the sender).  The database is only touched through ``Database.run``, signing
+and Maildir writes run in threads: the event loop that serves SMTP never waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import aiosmtplib
+
+from relay import queue
+from relay.archive import Archive
+from relay.config import RelayConfig, SmarthostConfig
+from relay.db import Database, StorageUnavailable
+from relay.dkim_sign import Signer
+
+log = logging.getLogger("relay.outbound")
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryResult:
+    reply: str
+
+
+class DeliveryError(Exception):
+    """A failed attempt; ``permanent`` says whether retrying could help."""
+
+    def __init__(self, reply: str, *, permanent: bool) -> None:
+        super().__init__(reply)
+        self.reply = reply
+        self.permanent = permanent
+
+
+def is_permanent(code: int) -> bool:
+    """RFC 5321 §4.2.1: 5xx is permanent; 552 is retried (§4.5.3.1.10 says a
+    552 to RCPT was historically used for "too many recipients")."""
+    return 500 <= code < 600 and code != 552
+
+
+class Transport(Protocol):
+    async def send(self, envelope_from: str, recipient: str, data: bytes) -> DeliveryResult: ...
+
+
+class SmtpTransport:
+    """Hands messages to the smarthost with aiosmtplib."""
+
+    def __init__(self, config: SmarthostConfig, *, local_hostname: str) -> None:
+        self.config = config
+        self.local_hostname = local_hostname
+
+    async def send(self, envelope_from: str, recipient: str, data: bytes) -> DeliveryResult:
+        cfg = self.config
+        options = ["SMTPUTF8"] if not recipient.isascii() else []
+        try:
+            errors, response = await aiosmtplib.send(
+                data,
+                sender=envelope_from,
+                recipients=[recipient],
+                hostname=cfg.host,
+                port=cfg.port,
+                start_tls=cfg.starttls,
+                username=cfg.username,
+                password=cfg.password,
+                timeout=cfg.timeout,
+                local_hostname=self.local_hostname,
+                mail_options=options,
+            )
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            refused = exc.recipients[0]
+            raise DeliveryError(
+                f"{refused.code} {refused.message}", permanent=is_permanent(refused.code)
+            ) from None
+        except aiosmtplib.SMTPResponseException as exc:
+            raise DeliveryError(
+                f"{exc.code} {exc.message}", permanent=is_permanent(exc.code)
+            ) from None
+        except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
+            raise DeliveryError(f"connection problem: {exc}", permanent=False) from None
+        if recipient in errors:
+            partial = errors[recipient]
+            raise DeliveryError(
+                f"{partial.code} {partial.message}", permanent=is_permanent(partial.code)
+            )
+        return DeliveryResult(response)
+
+
+class MaildirTransport:
+    """Delivers into one local Maildir (``new/``), the way a local delivery agent does."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    async def send(self, envelope_from: str, recipient: str, data: bytes) -> DeliveryResult:
+        try:
+            name = await asyncio.to_thread(self._write, envelope_from, recipient, data)
+        except OSError as exc:
+            raise DeliveryError(f"cannot write to the Maildir: {exc}", permanent=False) from None
+        return DeliveryResult(f"250 delivered to Maildir as {name}")
+
+    def _write(self, envelope_from: str, recipient: str, data: bytes) -> str:
+        for sub in ("tmp", "new", "cur"):
+            (self.path / sub).mkdir(parents=True, exist_ok=True)
+        name = f"{time.time():.6f}.{os.getpid()}_{secrets.token_hex(6)}.{socket.gethostname()}"
+        trace = f"Return-Path: <{envelope_from}>\r\nDelivered-To: {recipient}\r\n".encode()
+        content = (trace + data).replace(b"\r\n", b"\n")
+        tmp = self.path / "tmp" / name
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        try:
+            os.write(fd, content)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path / "new" / name)
+        dirfd = os.open(self.path / "new", os.O_RDONLY)
+        try:
+            os.fsync(dirfd)
+        finally:
+            os.close(dirfd)
+        return name
+
+
+def make_transport(config: RelayConfig) -> Transport:
+    if config.delivery.mode == "smtp":
+        return SmtpTransport(config.delivery.smtp, local_hostname=config.smtp.hostname)
+    return MaildirTransport(config.delivery.maildir)
+
+
+class OutboundWorker:
+    """Delivers due queue rows until ``stop()``; wakes at once when ``wake()`` is called."""
+
+    def __init__(
+        self,
+        *,
+        config: RelayConfig,
+        db: Database,
+        archive: Archive,
+        transport: Transport,
+        signer: Signer | None,
+    ) -> None:
+        self.config = config
+        self.db = db
+        self.archive = archive
+        self.transport = transport
+        self.signer = signer
+        self.worker = queue.worker_id()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(config.delivery.concurrency)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Resume everything undelivered, then loop until stopped; waits for in-flight work."""
+        try:
+            released = await self.db.run(queue.release_dead_claims)
+            if released:
+                log.info("released %d deliveries claimed by a previous run", released)
+        except StorageUnavailable as exc:
+            log.warning("database unavailable at start: %s", exc)
+        while not self._stopping:
+            self._wake.clear()
+            free = self.config.delivery.concurrency - len(self._inflight)
+            claimed: list[queue.Claimed] = []
+            if free > 0:
+                try:
+                    claimed = await self.db.run(
+                        queue.claim,
+                        self.worker,
+                        limit=free,
+                        lease=self.config.delivery.claim_timeout,
+                    )
+                except StorageUnavailable as exc:
+                    log.warning("cannot claim deliveries: %s", exc)
+            for item in claimed:
+                task = asyncio.create_task(self._deliver(item))
+                self._inflight.add(task)
+                task.add_done_callback(self._done)
+            if claimed and len(claimed) == free:
+                await self._wait(0)  # there may be more due: loop at once when a slot frees
+                continue
+            await self._wait(self.config.delivery.poll_interval)
+        if self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self._wake.set()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("delivery task failed", exc_info=task.exception())
+
+    async def _wait(self, timeout: float) -> None:
+        if timeout <= 0 and self.config.delivery.concurrency > len(self._inflight):
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout or None)
+
+    async def _deliver(self, item: queue.Claimed) -> None:
+        async with self._slots:
+            try:
+                data = await asyncio.to_thread(self.archive.read, item.path)
+                if self.signer is not None:
+                    data = await asyncio.to_thread(self.signer.sign, data)
+            except Exception as exc:
+                log.exception("delivery %s: cannot prepare the message", item.id)
+                await self._record(queue.record_deferred, item, f"local problem: {exc}")
+                return
+            try:
+                result = await self.transport.send(item.envelope_from, item.recipient, data)
+            except DeliveryError as exc:
+                if exc.permanent:
+                    log.info("delivery %s failed: %s", item.id, _first_line(exc.reply))
+                    await self._record(queue.record_failed, item, exc.reply)
+                else:
+                    log.info("delivery %s deferred: %s", item.id, _first_line(exc.reply))
+                    await self._record(queue.record_deferred, item, exc.reply)
+                return
+            log.info("delivery %s done: %s", item.id, _first_line(result.reply))
+            try:
+                await self.db.run(queue.record_delivered, item.id, self.worker, result.reply)
+            except StorageUnavailable as exc:
+                # Delivered but not recorded: the lease runs out and it is sent again.
+                # A duplicate is the lesser evil next to a lost message.
+                log.error("delivery %s sent but not recorded: %s", item.id, exc)
+
+    async def _record(self, fn: queue.RecordFn, item: queue.Claimed, reply: str) -> None:
+        try:
+            await self.db.run(
+                fn, item.id, self.worker, reply, archive=self.archive, config=self.config
+            )
+        except StorageUnavailable as exc:
+            log.error("delivery %s outcome not recorded: %s", item.id, exc)
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""

@@ -1,0 +1,77 @@
+"""Bytes → EmailMessage, plus the few facts the pipeline needs from the headers.
+
+Parsing never raises on malformed input: the ``email`` package records defects
+instead, and every header we read goes through a guard that falls back to the
+raw text.  What cannot be handled becomes an SMTP reply, never a traceback.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+from dataclasses import dataclass
+from email.message import EmailMessage
+
+from relay.replies import MAIL_LOOP, Rejected
+from relay.tokenizer import decode_header_text
+
+TRACE_HEADER = "X-Marketplace-Relay"
+"""Added to everything we deliver; seeing our own hostname in it again is a loop."""
+
+_MSGID_RE = re.compile(r"<[^<>\s]+>")
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedMail:
+    message: EmailMessage
+    subject: str
+    message_id: str | None
+    in_reply_to: tuple[str, ...]
+    references: tuple[str, ...]
+    auto_submitted: bool
+    """RFC 3834 auto-submitted mail, a DSN, or list/bulk mail: never answered."""
+
+
+def header_text(msg: EmailMessage, name: str) -> str:
+    """The decoded value of the first ``name`` header, or "" (never raises)."""
+    for key, raw in msg.raw_items():
+        if key.lower() == name.lower():
+            return " ".join(decode_header_text(str(raw)).split())
+    return ""
+
+
+def header_values(msg: EmailMessage, name: str) -> list[str]:
+    return [str(raw) for key, raw in msg.raw_items() if key.lower() == name.lower()]
+
+
+def message_ids(value: str) -> tuple[str, ...]:
+    return tuple(_MSGID_RE.findall(value))
+
+
+def parse(raw: bytes, *, hostname: str, max_hops: int) -> ParsedMail:
+    """Parse a message as received; raises Rejected(MAIL_LOOP) for a loop."""
+    msg = email.message_from_bytes(raw, _class=EmailMessage, policy=email.policy.default)
+    assert isinstance(msg, EmailMessage)
+    hops = len(header_values(msg, "Received"))
+    if hops > max_hops:
+        raise Rejected(MAIL_LOOP.with_text(f"Mail loop detected: {hops} hops"))
+    for trace in header_values(msg, TRACE_HEADER):
+        if trace.strip().lower() == hostname.lower():
+            raise Rejected(MAIL_LOOP)
+    ids = message_ids(header_text(msg, "Message-ID"))
+    auto = header_text(msg, "Auto-Submitted").lower()
+    precedence = header_text(msg, "Precedence").lower()
+    content_type = header_text(msg, "Content-Type").lower()
+    return ParsedMail(
+        message=msg,
+        subject=header_text(msg, "Subject"),
+        message_id=ids[0] if ids else None,
+        in_reply_to=message_ids(" ".join(header_values(msg, "In-Reply-To"))),
+        references=message_ids(" ".join(header_values(msg, "References"))),
+        auto_submitted=(
+            (bool(auto) and not auto.startswith("no"))
+            or precedence in {"bulk", "junk", "list"}
+            or "multipart/report" in content_type
+        ),
+    )

@@ -1,0 +1,277 @@
+"""One inbound message, from bytes to committed rows (STYLE §1).
+
+parse → resolve each recipient token → filters → opt-out → rewrite → archive →
+enqueue, all inside one database transaction that commits before the SMTP
+server answers 250.  Everything here is synchronous and runs in a worker thread
+(``Pipeline.accept`` is called through ``asyncio.to_thread``): parsing, regexes
+and SQL never run on the event loop.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+
+from sqlmodel import Session
+
+from relay import queue, store, threading_ids
+from relay.archive import Archive
+from relay.compose import Party, UnsafeMessage, compose
+from relay.config import RelayConfig
+from relay.db import Database
+from relay.dsn import read_dsn
+from relay.filters import Action, FilterInput, Role, RuleSet, Verdict, evaluate
+from relay.models import Conversation, Direction, Message, MessageStatus, RuleHit, utcnow
+from relay.models import Party as Side
+from relay.notices import create_notice, optout_reason
+from relay.parse import ParsedMail, parse
+from relay.replies import RELAY_DENIED, UNKNOWN_TOKEN, Rejected
+from relay.tokenizer import LocalKind, classify_recipient
+
+log = logging.getLogger("relay.pipeline")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one recipient of an accepted message (for logs and tests)."""
+
+    message_id: int | None
+    status: str
+
+
+@dataclass
+class Pipeline:
+    config: RelayConfig
+    db: Database
+    archive: Archive
+    rules: RuleSet = field(default_factory=RuleSet)
+
+    # --- RCPT time ---------------------------------------------------------
+
+    def check_recipient(self, session: Session, envelope_from: str, address: str) -> None:
+        """Envelope checks for one RCPT TO; raises Rejected (SPEC §6)."""
+        rcpt = classify_recipient(address, self.config.marketplace.domain)
+        if rcpt.kind is LocalKind.FOREIGN:
+            raise Rejected(RELAY_DENIED)
+        if rcpt.kind is LocalKind.UNKNOWN:
+            raise Rejected(UNKNOWN_TOKEN)
+        if rcpt.kind is LocalKind.BOUNCE:
+            if not queue.verp_exists(session, rcpt.value):
+                raise Rejected(UNKNOWN_TOKEN)
+            return
+        store.route(session, rcpt.value, envelope_from, domain=self.config.marketplace.domain)
+
+    # --- DATA time ---------------------------------------------------------
+
+    def accept(self, envelope_from: str, recipients: Sequence[str], raw: bytes) -> list[Outcome]:
+        """Process and durably commit one message; raises Rejected or StorageUnavailable."""
+        cfg = self.config
+        parsed = parse(raw, hostname=cfg.smtp.hostname, max_hops=cfg.smtp.max_hops)
+        domain = cfg.marketplace.domain
+        kinds = [classify_recipient(r, domain) for r in recipients]
+        outcomes: list[Outcome] = []
+        with self.db.session() as session:
+            received_path = self.archive.store(raw, "received")
+            for rcpt in kinds:
+                if rcpt.kind is LocalKind.BOUNCE:
+                    outcomes.append(self._bounce(session, rcpt.value, parsed))
+                elif rcpt.kind is LocalKind.TOKEN:
+                    route = store.route(session, rcpt.value, envelope_from, domain=domain)
+                    msg = parsed if not outcomes else self._reparse(raw, parsed)
+                    outcomes.append(self._one(session, route, msg, envelope_from, received_path))
+                else:  # checked at RCPT time already; a race with an admin change
+                    raise Rejected(UNKNOWN_TOKEN)
+        return outcomes
+
+    @staticmethod
+    def _reparse(raw: bytes, first: ParsedMail) -> ParsedMail:
+        """A fresh copy for the next recipient: rewriting works in place."""
+        msg = email.message_from_bytes(raw, _class=EmailMessage, policy=email.policy.default)
+        assert isinstance(msg, EmailMessage)
+        return ParsedMail(
+            message=msg,
+            subject=first.subject,
+            message_id=first.message_id,
+            in_reply_to=first.in_reply_to,
+            references=first.references,
+            auto_submitted=first.auto_submitted,
+        )
+
+    def _bounce(self, session: Session, verp: str, parsed: ParsedMail) -> Outcome:
+        verdict = read_dsn(parsed.message)
+        if verdict is None:
+            log.info("mail to a bounce address is not a delivery report; ignored")
+            return Outcome(None, "ignored")
+        queue.record_dsn(
+            session,
+            verp,
+            permanent=verdict.permanent,
+            status=verdict.status,
+            diagnostic=verdict.diagnostic,
+            archive=self.archive,
+            config=self.config,
+        )
+        return Outcome(None, "dsn_failed" if verdict.permanent else "dsn_delayed")
+
+    def _one(
+        self,
+        session: Session,
+        route: store.Route,
+        parsed: ParsedMail,
+        envelope_from: str,
+        received_path: str,
+    ) -> Outcome:
+        cfg = self.config
+        role = Role.BUYER if route.direction is Direction.BUYER_TO_SELLER else Role.SELLER
+        verdict = evaluate(self.rules, FilterInput(parsed.message, role))
+        message = Message(
+            conversation_id=route.conversation_id,
+            direction=route.direction,
+            status=MessageStatus.QUEUED,
+            envelope_from=envelope_from,
+            recipient=route.recipient,
+            subject=parsed.subject[:998],
+            original_message_id=parsed.message_id,
+            auto_submitted=parsed.auto_submitted or not envelope_from,
+            received_path=received_path,
+        )
+        session.add(message)
+        session.flush()
+        assert message.id is not None
+        self._record_hits(session, message.id, verdict)
+
+        action = verdict.action
+        deciding = verdict.deciding
+        if action is Action.REJECT and deciding is not None:
+            return self._not_delivered(
+                session,
+                message,
+                MessageStatus.REJECTED,
+                f"rule {deciding.rule_id}",
+                why=deciding.notice
+                or f"It breaks the marketplace's messaging rules ({deciding.rule_id}).",
+            )
+        if action is Action.QUARANTINE and deciding is not None:
+            message.status = MessageStatus.QUARANTINED
+            message.status_reason = f"rule {deciding.rule_id}"
+            session.add(message)
+            return Outcome(message.id, message.status.value)
+        if self._blocked_by_optout(session, route, parsed):
+            return self._not_delivered(
+                session,
+                message,
+                MessageStatus.BLOCKED,
+                "buyer opted out",
+                why=optout_reason(cfg),
+            )
+        return self._deliver(session, route, parsed, message)
+
+    def _blocked_by_optout(self, session: Session, route: store.Route, parsed: ParsedMail) -> bool:
+        """SPEC §3: an opted-out buyer only gets a seller's message if it is marked
+        important, the buyer started the conversation, or an order is exempt."""
+        if route.direction is not Direction.SELLER_TO_BUYER or not route.buyer_opted_out:
+            return False
+        if self.config.optout.important_tag in parsed.subject:
+            return False
+        if route.buyer_initiated:
+            return False
+        categories = store.conversation_categories(session, route.conversation_id)
+        return not categories & {c.lower() for c in self.config.optout.exempt_categories}
+
+    def _not_delivered(
+        self, session: Session, message: Message, status: MessageStatus, reason: str, *, why: str
+    ) -> Outcome:
+        message.status = status
+        message.status_reason = reason
+        session.add(message)
+        session.flush()
+        create_notice(
+            session, self.archive, self.config, about=message, what="was not delivered", why=why
+        )
+        log.info("message %s %s (%s)", message.id, status.value, reason)
+        return Outcome(message.id, status.value)
+
+    def _deliver(
+        self, session: Session, route: store.Route, parsed: ParsedMail, message: Message
+    ) -> Outcome:
+        cfg = self.config
+        domain = cfg.marketplace.domain
+        buyer = Party(
+            display_name=cfg.marketplace.buyer_display_format.format(
+                name=route.buyer_name or "Buyer", marketplace=cfg.marketplace.name
+            ),
+            token=route.buyer_token,
+            real=(route.buyer_email,),
+        )
+        seller = Party(
+            display_name=route.seller_name, token=route.seller_token, real=route.seller_emails
+        )
+        sender, recipient = (
+            (buyer, seller) if route.direction is Direction.BUYER_TO_SELLER else (seller, buyer)
+        )
+        recipient_side = Side.SELLER if route.direction is Direction.BUYER_TO_SELLER else Side.BUYER
+        relay_id = threading_ids.new_message_id(domain)
+        in_reply_to = threading_ids.map_references(
+            session, route.conversation_id, parsed.in_reply_to, recipient=recipient_side
+        )
+        references = threading_ids.map_references(
+            session,
+            route.conversation_id,
+            parsed.references or parsed.in_reply_to,
+            recipient=recipient_side,
+        )
+        try:
+            out = compose(
+                parsed.message,
+                sender=sender,
+                recipient=recipient,
+                message_id=relay_id,
+                in_reply_to=in_reply_to[:1],
+                references=references,
+                hostname=cfg.smtp.hostname,
+            )
+        except UnsafeMessage:
+            return self._not_delivered(
+                session,
+                message,
+                MessageStatus.REJECTED,
+                "could not be tokenized",
+                why="It contains a part in which your email address could not be replaced"
+                " safely. Please send the text without that part.",
+            )
+        message.delivered_path = self.archive.store(out.data, "delivered")
+        message.relay_message_id = relay_id
+        session.add(message)
+        queue.enqueue(session, message, recipient=route.recipient, domain=domain)
+        threading_ids.record(
+            session,
+            route.conversation_id,
+            author=route.sender_party,
+            original_id=parsed.message_id,
+            relay_id=relay_id,
+        )
+        conv = session.get(Conversation, route.conversation_id)
+        assert conv is not None
+        if conv.first_message_at is None:
+            conv.first_message_at = utcnow()
+        if route.direction is Direction.BUYER_TO_SELLER:
+            conv.buyer_initiated = True
+        session.add(conv)
+        log.info("message %s queued for conversation %s", message.id, route.conversation_id)
+        return Outcome(message.id, message.status.value)
+
+    @staticmethod
+    def _record_hits(session: Session, message_id: int, verdict: Verdict) -> None:
+        for hit in verdict.hits:
+            session.add(
+                RuleHit(
+                    message_id=message_id,
+                    rule_id=hit.rule_id,
+                    action=hit.action.label,
+                    detail=hit.detail[:1000],
+                )
+            )

@@ -1,0 +1,378 @@
+"""The durable outbound queue: a table of deliveries, claimed with a lease.
+
+A worker claims a due delivery with a conditional UPDATE (it only succeeds if the
+row is still pending and unclaimed or its lease ran out), so several workers and
+several relay processes sharing one database never deliver the same row twice
+at once.  A worker that dies leaves its lease to expire; a restarted relay on
+the same host releases the leases of its own dead processes at once.
+
+Outcome classification follows RFC 5321 §4.2.1 (and Mailman's ``deliver``): a
+5xx reply is permanent, except 552, which §4.5.3.1.10 tells clients to treat as
+temporary for historical reasons; 4xx replies and connection trouble are
+retried with exponential backoff until ``give_up_after``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import update
+from sqlmodel import Session, col, or_, select
+
+from relay.archive import Archive
+from relay.config import RelayConfig, RetryConfig
+from relay.models import (
+    Delivery,
+    DeliveryAttempt,
+    DeliveryStatus,
+    Direction,
+    Message,
+    MessageStatus,
+    utcnow,
+)
+from relay.notices import create_notice, party_map, sanitize
+from relay.tokenizer import new_token
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    id: int
+    message_id: int
+    envelope_from: str
+    recipient: str
+    path: str
+    attempts: int
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{new_token()[:6]}"
+
+
+def enqueue(session: Session, message: Message, *, recipient: str, domain: str) -> Delivery:
+    """A delivery of ``message`` to ``recipient`` with its own VERP return path."""
+    assert message.id is not None
+    verp = new_token()
+    delivery = Delivery(
+        message_id=message.id,
+        envelope_from=f"bounce+{verp}@{domain}",
+        verp=verp,
+        recipient=recipient,
+    )
+    session.add(delivery)
+    return delivery
+
+
+def claim(
+    session: Session, worker: str, *, limit: int, lease: float, now: datetime | None = None
+) -> list[Claimed]:
+    now = now or utcnow()
+    candidates = session.exec(
+        select(Delivery.id)
+        .where(
+            Delivery.status == DeliveryStatus.PENDING,
+            col(Delivery.next_attempt_at) <= now,
+            or_(col(Delivery.claimed_until).is_(None), col(Delivery.claimed_until) < now),
+        )
+        .order_by(col(Delivery.next_attempt_at))
+        .limit(limit)
+    ).all()
+    claimed: list[Claimed] = []
+    for delivery_id in candidates:
+        result: Any = session.execute(
+            update(Delivery)
+            .where(
+                col(Delivery.id) == delivery_id,
+                col(Delivery.status) == DeliveryStatus.PENDING,
+                or_(col(Delivery.claimed_until).is_(None), col(Delivery.claimed_until) < now),
+            )
+            .values(claimed_by=worker, claimed_until=now + timedelta(seconds=lease))
+        )
+        if result.rowcount != 1:
+            continue
+        d = session.get(Delivery, delivery_id)
+        assert d is not None and d.id is not None
+        session.refresh(d)
+        msg = session.get(Message, d.message_id)
+        if msg is None or not msg.delivered_path:
+            _finish(session, d, DeliveryStatus.FAILED, "failed", "no delivered copy archived")
+            continue
+        claimed.append(
+            Claimed(
+                d.id, d.message_id, d.envelope_from, d.recipient, msg.delivered_path, d.attempts
+            )
+        )
+    return claimed
+
+
+def release_dead_claims(session: Session) -> int:
+    """Release leases held by processes of this host that no longer exist."""
+    host = socket.gethostname()
+    released = 0
+    rows = session.exec(
+        select(Delivery).where(
+            Delivery.status == DeliveryStatus.PENDING, col(Delivery.claimed_by).is_not(None)
+        )
+    ).all()
+    for d in rows:
+        owner_host, _, rest = (d.claimed_by or "").partition(":")
+        pid = rest.partition(":")[0]
+        if owner_host == host and pid.isdigit() and not _alive(int(pid)):
+            d.claimed_by = None
+            d.claimed_until = None
+            session.add(d)
+            released += 1
+    return released
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # a previous life of this process id: our own claims are all new
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _owned(session: Session, delivery_id: int, worker: str) -> Delivery | None:
+    d = session.get(Delivery, delivery_id)
+    if d is None or d.status is not DeliveryStatus.PENDING or d.claimed_by != worker:
+        return None
+    return d
+
+
+def _finish(
+    session: Session, d: Delivery, status: DeliveryStatus, outcome: str, reply: str
+) -> None:
+    now = utcnow()
+    d.status = status
+    d.attempts += 1
+    d.last_reply = reply
+    d.finished_at = now
+    d.claimed_by = None
+    d.claimed_until = None
+    session.add(d)
+    assert d.id is not None
+    session.add(DeliveryAttempt(delivery_id=d.id, at=now, outcome=outcome, reply=reply))
+
+
+def record_delivered(session: Session, delivery_id: int, worker: str, reply: str) -> None:
+    d = _owned(session, delivery_id, worker)
+    if d is None:
+        return
+    _finish(session, d, DeliveryStatus.DELIVERED, "delivered", reply)
+    msg = session.get(Message, d.message_id)
+    if msg is not None and msg.status is MessageStatus.QUEUED:
+        msg.status = MessageStatus.DELIVERED
+        msg.updated_at = utcnow()
+        session.add(msg)
+
+
+def backoff(retry: RetryConfig, attempts: int) -> float:
+    """Seconds to wait after the ``attempts``-th failed attempt (1-based)."""
+    return float(min(retry.max_delay, retry.initial_delay * (2 ** max(0, attempts - 1))))
+
+
+def record_deferred(
+    session: Session,
+    delivery_id: int,
+    worker: str,
+    reply: str,
+    *,
+    archive: Archive,
+    config: RelayConfig,
+) -> None:
+    d = _owned(session, delivery_id, worker)
+    if d is None:
+        return
+    now = utcnow()
+    if (now - d.created_at).total_seconds() >= config.delivery.retry.give_up_after:
+        _fail(
+            session,
+            d,
+            "gave_up",
+            f"gave up after {d.attempts + 1} attempts: {reply}",
+            archive=archive,
+            config=config,
+        )
+        return
+    d.attempts += 1
+    d.last_reply = reply
+    d.next_attempt_at = now + timedelta(seconds=backoff(config.delivery.retry, d.attempts))
+    d.claimed_by = None
+    d.claimed_until = None
+    session.add(d)
+    assert d.id is not None
+    session.add(DeliveryAttempt(delivery_id=d.id, at=now, outcome="deferred", reply=reply))
+
+
+def record_failed(
+    session: Session,
+    delivery_id: int,
+    worker: str,
+    reply: str,
+    *,
+    archive: Archive,
+    config: RelayConfig,
+) -> None:
+    d = _owned(session, delivery_id, worker)
+    if d is None:
+        return
+    _fail(session, d, "failed", reply, archive=archive, config=config)
+
+
+def _fail(
+    session: Session,
+    d: Delivery,
+    outcome: str,
+    reply: str,
+    *,
+    archive: Archive,
+    config: RelayConfig,
+) -> None:
+    _finish(session, d, DeliveryStatus.FAILED, outcome, reply)
+    msg = session.get(Message, d.message_id)
+    if msg is None:
+        return
+    _notify_failure(
+        session, msg, reply, archive=archive, config=config, what="could not be delivered"
+    )
+
+
+def _notify_failure(
+    session: Session,
+    msg: Message,
+    reply: str,
+    *,
+    archive: Archive,
+    config: RelayConfig,
+    what: str,
+) -> None:
+    msg.status = MessageStatus.FAILED
+    msg.status_reason = reply[:500]
+    msg.updated_at = utcnow()
+    session.add(msg)
+    if msg.direction is Direction.NOTICE:
+        return
+    domain = config.marketplace.domain
+    why = "The recipient's mail server reported: " + sanitize(
+        reply, party_map(session, msg, domain), domain
+    )
+    create_notice(session, archive, config, about=msg, what=what, why=why)
+
+
+def record_dsn(
+    session: Session,
+    verp: str,
+    *,
+    permanent: bool,
+    status: str,
+    diagnostic: str,
+    archive: Archive,
+    config: RelayConfig,
+) -> bool:
+    """A delivery status notification came back to ``bounce+verp@``.
+
+    A permanent failure marks the delivery bounced and notifies the sender, once;
+    a delay is recorded.  Returns False if no delivery has that VERP token.
+    """
+    d = session.exec(select(Delivery).where(Delivery.verp == verp)).first()
+    if d is None or d.id is None:
+        return False
+    now = utcnow()
+    text = f"{status} {diagnostic}".strip()
+    if not permanent:
+        session.add(DeliveryAttempt(delivery_id=d.id, at=now, outcome="dsn_delayed", reply=text))
+        return True
+    result: Any = session.execute(
+        update(Delivery)
+        .where(
+            col(Delivery.id) == d.id,
+            col(Delivery.status).in_([DeliveryStatus.PENDING, DeliveryStatus.DELIVERED]),
+        )
+        .values(
+            status=DeliveryStatus.BOUNCED,
+            finished_at=now,
+            last_reply=text,
+            claimed_by=None,
+            claimed_until=None,
+        )
+    )
+    session.add(DeliveryAttempt(delivery_id=d.id, at=now, outcome="dsn_failed", reply=text))
+    if result.rowcount == 1:
+        msg = session.get(Message, d.message_id)
+        if msg is not None:
+            _notify_failure(
+                session,
+                msg,
+                text,
+                archive=archive,
+                config=config,
+                what="was returned by the recipient's mail server",
+            )
+    return True
+
+
+def verp_exists(session: Session, verp: str) -> bool:
+    return session.exec(select(Delivery.id).where(Delivery.verp == verp)).first() is not None
+
+
+def retry_now(session: Session, delivery_id: int) -> Delivery | None:
+    """Make a delivery due now; a failed one is put back in the queue (admin's call)."""
+    d = session.get(Delivery, delivery_id)
+    if d is None:
+        return None
+    if d.status is DeliveryStatus.DELIVERED:
+        return d
+    if d.status in (DeliveryStatus.FAILED, DeliveryStatus.BOUNCED):
+        d.status = DeliveryStatus.PENDING
+        d.finished_at = None
+        d.created_at = utcnow()  # the retry window starts again
+        msg = session.get(Message, d.message_id)
+        if msg is not None:
+            msg.status = MessageStatus.QUEUED
+            session.add(msg)
+    d.next_attempt_at = utcnow()
+    d.claimed_by = None
+    d.claimed_until = None
+    session.add(d)
+    session.flush()
+    return d
+
+
+def list_queue(session: Session, *, include_done: bool = False, limit: int = 200) -> list[Delivery]:
+    query = select(Delivery).order_by(col(Delivery.id)).limit(limit)
+    if not include_done:
+        query = query.where(Delivery.status == DeliveryStatus.PENDING)
+    return list(session.exec(query).all())
+
+
+def next_due(session: Session) -> datetime | None:
+    row = session.exec(
+        select(Delivery.next_attempt_at)
+        .where(Delivery.status == DeliveryStatus.PENDING)
+        .order_by(col(Delivery.next_attempt_at))
+        .limit(1)
+    ).first()
+    return row
+
+
+class RecordFn(Protocol):
+    """The shape of ``record_deferred`` and ``record_failed``."""
+
+    def __call__(
+        self,
+        session: Session,
+        delivery_id: int,
+        worker: str,
+        reply: str,
+        *,
+        archive: Archive,
+        config: RelayConfig,
+    ) -> None: ...

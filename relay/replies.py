@@ -1,0 +1,55 @@
+"""Every SMTP reply the relay sends, in one catalogue (SPEC §6).
+
+Code below the SMTP layer raises ``Rejected(reply)``; only ``inbound`` turns
+exceptions into reply strings.  Anything unexpected is answered with a 4xx, never
+a 5xx: a 5xx makes the sender give up on a message we might have taken later.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class SmtpReply(NamedTuple):
+    code: int
+    status: str
+    """Enhanced status code (RFC 3463)."""
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.status} {self.text}"
+
+    def with_text(self, text: str) -> SmtpReply:
+        return self._replace(text=text)
+
+
+class Rejected(Exception):
+    """Raised to answer the current SMTP command with ``reply``."""
+
+    def __init__(self, reply: SmtpReply) -> None:
+        super().__init__(str(reply))
+        self.reply = reply
+
+
+OK = SmtpReply(250, "2.0.0", "OK")
+SENDER_OK = SmtpReply(250, "2.1.0", "Sender OK")
+RECIPIENT_OK = SmtpReply(250, "2.1.5", "Recipient OK")
+ACCEPTED = SmtpReply(250, "2.0.0", "Message accepted for delivery")
+
+RELAY_DENIED = SmtpReply(550, "5.7.1", "Relaying denied")
+UNKNOWN_TOKEN = SmtpReply(550, "5.1.1", "No such recipient")
+SENDER_NOT_ALLOWED = SmtpReply(550, "5.7.1", "Sender is not allowed to write to this recipient")
+MESSAGING_OFF = SmtpReply(
+    550,
+    "5.7.1",
+    "This seller is not accepting messages from new buyers at the moment; please try again later",
+)
+TOO_BIG = SmtpReply(552, "5.3.4", "Message size exceeds fixed maximum message size")
+MAIL_LOOP = SmtpReply(554, "5.4.6", "Mail loop detected")
+LINE_TOO_LONG = SmtpReply(500, "5.5.2", "Line too long (RFC 5321 4.5.3.1.6)")
+TOO_MANY_RECIPIENTS = SmtpReply(452, "4.5.3", "Too many recipients")
+MIXED_RECIPIENTS = SmtpReply(
+    452, "4.5.3", "Bounce addresses must be sent in a transaction of their own"
+)
+TEMP_FAILURE = SmtpReply(451, "4.3.0", "Temporary failure, please try again later")
+TIMEOUT = SmtpReply(451, "4.4.2", "Processing timed out, please try again later")

@@ -1,0 +1,233 @@
+"""Test building blocks: a recording (and fault-injecting) downstream SMTP sink,
+a relay started in the test's own event loop, and small helpers to send mail.
+
+Everything talks real SMTP over loopback, binds port 0 and uses a real
+database; nothing of the relay is mocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import aiosmtplib
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from relay import store
+from relay.app import Relay
+from relay.config import (
+    ArchiveConfig,
+    DatabaseConfig,
+    DeliveryConfig,
+    DkimConfig,
+    FiltersConfig,
+    RelayConfig,
+    RetryConfig,
+    SmarthostConfig,
+    SmtpConfig,
+)
+
+DOMAIN = "marketplace.example.com"
+DATA = Path(__file__).parent / "data"
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+
+    @property
+    def message(self) -> EmailMessage:
+        msg = email.message_from_bytes(self.data, _class=EmailMessage, policy=email.policy.default)
+        assert isinstance(msg, EmailMessage)
+        return msg
+
+
+@dataclass
+class SinkHandler:
+    """Records what it accepts; ``faults`` lists replies to give instead, in order."""
+
+    messages: list[Received] = field(default_factory=list)
+    rcpt_faults: list[str] = field(default_factory=list)
+    data_faults: list[str] = field(default_factory=list)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if self.rcpt_faults:
+            return self.rcpt_faults.pop(0)
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.data_faults:
+            return self.data_faults.pop(0)
+        self.messages.append(
+            Received(
+                envelope.mail_from or "", list(envelope.rcpt_tos), envelope.original_content or b""
+            )
+        )
+        self.arrived.set()
+        return "250 2.0.0 OK: queued"
+
+
+class Sink:
+    def __init__(self, handler: SinkHandler, server: asyncio.Server) -> None:
+        self.handler = handler
+        self.server = server
+
+    @property
+    def port(self) -> int:
+        port: int = self.server.sockets[0].getsockname()[1]
+        return port
+
+    @property
+    def messages(self) -> list[Received]:
+        return self.handler.messages
+
+    async def wait_for(self, count: int, timeout: float = 10) -> list[Received]:
+        await wait_until(lambda: len(self.handler.messages) >= count, timeout)
+        return self.handler.messages
+
+    def to(self, address: str) -> list[Received]:
+        return [m for m in self.handler.messages if address in m.rcpt_tos]
+
+
+async def start_sink(port: int = 0) -> Sink:
+    handler = SinkHandler()
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: SMTP(handler, hostname="sink.test", enable_SMTPUTF8=True), "127.0.0.1", port
+    )
+    return Sink(handler, server)
+
+
+async def wait_until(cond: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+async def wait_until_async(cond: Callable[[], Awaitable[bool]], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not await cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+def make_config(
+    tmp: Path,
+    *,
+    sink_port: int,
+    dkim_key: Path | None = None,
+    rules: Path | None = None,
+    **sections: Any,
+) -> RelayConfig:
+    """A config for tests: SQLite in ``tmp``, delivery to the sink, fast retries."""
+    base = RelayConfig(
+        smtp=SmtpConfig(port=0, hostname="mx.test"),
+        database=DatabaseConfig(url=f"sqlite:///{tmp / 'relay.db'}", busy_timeout=2),
+        archive=ArchiveConfig(path=tmp / "archive"),
+        delivery=DeliveryConfig(
+            mode="smtp",
+            smtp=SmarthostConfig(host="127.0.0.1", port=sink_port, timeout=5),
+            retry=RetryConfig(initial_delay=0.2, max_delay=1, give_up_after=30),
+            poll_interval=0.2,
+            claim_timeout=30,
+        ),
+        filters=FiltersConfig(rules=rules or tmp / "filters.yaml"),
+        dkim=DkimConfig(private_key=dkim_key or tmp / "dkim" / "relay.key"),
+    )
+    if sections:
+        base = base.model_copy(update=sections)
+    return base
+
+
+@dataclass
+class Parties:
+    seller_id: int
+    conversation_id: int
+    buyer: str
+    seller: str
+    buyer_token: str
+    seller_token: str
+
+
+def register(
+    relay: Relay,
+    *,
+    buyer: str = "maria@buyer.example",
+    buyer_name: str = "Maria Santos",
+    seller: Sequence[str] = ("shop@seller.example",),
+    seller_name: str = "Hà Nội Crafts",
+    order_id: str = "ORD-1",
+    categories: Sequence[str] = (),
+) -> Parties:
+    """A seller, a buyer and an order: the conversation with its two tokens."""
+
+    def run(s: Any) -> Parties:
+        sel = store.add_seller(s, name=seller_name, emails=list(seller))
+        assert sel.id is not None
+        _order, conv = store.add_order(
+            s,
+            order_id,
+            buyer_email=buyer,
+            buyer_name=buyer_name,
+            seller_id=sel.id,
+            categories=list(categories),
+        )
+        assert conv.id is not None
+        return Parties(
+            sel.id,
+            conv.id,
+            buyer,
+            seller[0],
+            f"{conv.buyer_token}@{DOMAIN}",
+            f"{conv.seller_token}@{DOMAIN}",
+        )
+
+    return relay.db.call(run)
+
+
+def build(
+    *,
+    frm: str,
+    to: str,
+    subject: str = "Hello",
+    body: str = "Hi there",
+    headers: dict[str, str] | None = None,
+) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = frm
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg["Message-ID"] = email.utils.make_msgid(domain=frm.rpartition("@")[2].strip(">"))
+    for k, v in (headers or {}).items():
+        msg[k] = v
+    msg.set_content(body)
+    return msg
+
+
+async def send(
+    relay: Relay, msg: EmailMessage | bytes, *, sender: str, recipients: Sequence[str]
+) -> tuple[dict[str, Any], str]:
+    return await aiosmtplib.send(
+        msg,
+        hostname="127.0.0.1",
+        port=relay.port,
+        sender=sender,
+        recipients=list(recipients),
+        timeout=30,
+    )
