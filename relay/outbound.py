@@ -65,20 +65,22 @@ class SmtpTransport:
     async def send(self, envelope_from: str, recipient: str, data: bytes) -> DeliveryResult:
         cfg = self.config
         options = ["SMTPUTF8"] if not recipient.isascii() else []
+        # The client is used directly (not ``aiosmtplib.send``), which refuses the
+        # null envelope sender that notices must use (RFC 3834 §3.3, RFC 5321 §4.5.5).
+        client = aiosmtplib.SMTP(
+            hostname=cfg.host,
+            port=cfg.port,
+            start_tls=cfg.starttls,
+            username=cfg.username,
+            password=cfg.password,
+            timeout=cfg.timeout,
+            local_hostname=self.local_hostname,
+        )
         try:
-            errors, response = await aiosmtplib.send(
-                data,
-                sender=envelope_from,
-                recipients=[recipient],
-                hostname=cfg.host,
-                port=cfg.port,
-                start_tls=cfg.starttls,
-                username=cfg.username,
-                password=cfg.password,
-                timeout=cfg.timeout,
-                local_hostname=self.local_hostname,
-                mail_options=options,
-            )
+            async with client:
+                errors, response = await client.sendmail(
+                    envelope_from, [recipient], data, mail_options=options
+                )
         except aiosmtplib.SMTPRecipientsRefused as exc:
             refused = exc.recipients[0]
             raise DeliveryError(
@@ -220,19 +222,15 @@ class OutboundWorker:
                 data = await asyncio.to_thread(self.archive.read, item.path)
                 if self.signer is not None:
                     data = await asyncio.to_thread(self.signer.sign, data)
-            except Exception as exc:
-                log.exception("delivery %s: cannot prepare the message", item.id)
-                await self._record(queue.record_deferred, item, f"local problem: {exc}")
-                return
-            try:
                 result = await self.transport.send(item.envelope_from, item.recipient, data)
             except DeliveryError as exc:
-                if exc.permanent:
-                    log.info("delivery %s failed: %s", item.id, _first_line(exc.reply))
-                    await self._record(queue.record_failed, item, exc.reply)
-                else:
-                    log.info("delivery %s deferred: %s", item.id, _first_line(exc.reply))
-                    await self._record(queue.record_deferred, item, exc.reply)
+                await self._record_failure(item, exc)
+                return
+            except Exception as exc:  # a bug or an unforeseen error: retry, never drop
+                log.exception("delivery %s: unexpected error", item.id)
+                await self._record_failure(
+                    item, DeliveryError(f"local problem: {exc}", permanent=False)
+                )
                 return
             log.info("delivery %s done: %s", item.id, _first_line(result.reply))
             try:
@@ -241,6 +239,14 @@ class OutboundWorker:
                 # Delivered but not recorded: the lease runs out and it is sent again.
                 # A duplicate is the lesser evil next to a lost message.
                 log.error("delivery %s sent but not recorded: %s", item.id, exc)
+
+    async def _record_failure(self, item: queue.Claimed, exc: DeliveryError) -> None:
+        if exc.permanent:
+            log.info("delivery %s failed: %s", item.id, _first_line(exc.reply))
+            await self._record(queue.record_failed, item, exc.reply)
+        else:
+            log.info("delivery %s deferred: %s", item.id, _first_line(exc.reply))
+            await self._record(queue.record_deferred, item, exc.reply)
 
     async def _record(self, fn: queue.RecordFn, item: queue.Claimed, reply: str) -> None:
         try:

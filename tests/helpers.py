@@ -73,7 +73,9 @@ class SinkHandler:
             return self.data_faults.pop(0)
         self.messages.append(
             Received(
-                envelope.mail_from or "", list(envelope.rcpt_tos), envelope.original_content or b""
+                "" if envelope.mail_from in (None, "<>") else envelope.mail_from,
+                list(envelope.rcpt_tos),
+                envelope.original_content or b"",
             )
         )
         self.arrived.set()
