@@ -233,3 +233,10 @@ async def send(
         recipients=list(recipients),
         timeout=30,
     )
+
+
+async def send_null_sender(relay: Relay, data: bytes, *, recipients: Sequence[str]) -> None:
+    """Send with the null envelope sender (``MAIL FROM:<>``), as bounces are."""
+    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=relay.port, timeout=30)
+    async with client:
+        await client.sendmail("", list(recipients), data)
