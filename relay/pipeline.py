@@ -9,6 +9,7 @@ and SQL never run on the event loop.
 
 from __future__ import annotations
 
+import concurrent.futures
 import email
 import email.policy
 import logging
@@ -29,7 +30,7 @@ from relay.models import Conversation, Direction, Message, MessageStatus, RuleHi
 from relay.models import Party as Side
 from relay.notices import create_notice, optout_reason
 from relay.parse import ParsedMail, parse
-from relay.replies import RELAY_DENIED, UNKNOWN_TOKEN, Rejected
+from relay.replies import RELAY_DENIED, TIMEOUT, UNKNOWN_TOKEN, Rejected
 from relay.tokenizer import LocalKind, classify_recipient
 
 log = logging.getLogger("relay.pipeline")
@@ -49,6 +50,12 @@ class Pipeline:
     db: Database
     archive: Archive
     rules: RuleSet = field(default_factory=RuleSet)
+    _filter_pool: concurrent.futures.ThreadPoolExecutor = field(
+        init=False,
+        default_factory=lambda: concurrent.futures.ThreadPoolExecutor(
+            max_workers=2, thread_name_prefix="relay-filters"
+        ),
+    )
 
     # --- RCPT time ---------------------------------------------------------
 
@@ -68,24 +75,52 @@ class Pipeline:
     # --- DATA time ---------------------------------------------------------
 
     def accept(self, envelope_from: str, recipients: Sequence[str], raw: bytes) -> list[Outcome]:
-        """Process and durably commit one message; raises Rejected or StorageUnavailable."""
+        """Process and durably commit one message; raises Rejected or StorageUnavailable.
+
+        Reads and CPU work come first and writes last, so that the database's write
+        lock is held only for the inserts.
+        """
         cfg = self.config
         parsed = parse(raw, hostname=cfg.smtp.hostname, max_hops=cfg.smtp.max_hops)
         domain = cfg.marketplace.domain
         kinds = [classify_recipient(r, domain) for r in recipients]
-        outcomes: list[Outcome] = []
+        if any(k.kind not in (LocalKind.TOKEN, LocalKind.BOUNCE) for k in kinds):
+            raise Rejected(UNKNOWN_TOKEN)  # checked at RCPT; an admin change raced us
+        bounces = [k.value for k in kinds if k.kind is LocalKind.BOUNCE]
+        tokens = [k.value for k in kinds if k.kind is LocalKind.TOKEN]
         with self.db.session() as session:
+            routes = [store.route(session, t, envelope_from, domain=domain) for t in tokens]
+            copies = [parsed, *(self._reparse(raw, parsed) for _ in routes[1:])][: len(routes)]
+            verdicts = self._filter(list(zip(routes, copies, strict=True)))
             received_path = self.archive.store(raw, "received")
-            for rcpt in kinds:
-                if rcpt.kind is LocalKind.BOUNCE:
-                    outcomes.append(self._bounce(session, rcpt.value, parsed))
-                elif rcpt.kind is LocalKind.TOKEN:
-                    route = store.route(session, rcpt.value, envelope_from, domain=domain)
-                    msg = parsed if not outcomes else self._reparse(raw, parsed)
-                    outcomes.append(self._one(session, route, msg, envelope_from, received_path))
-                else:  # checked at RCPT time already; a race with an admin change
-                    raise Rejected(UNKNOWN_TOKEN)
+            outcomes = [self._bounce(session, verp, parsed) for verp in bounces]
+            for route, copy, verdict in zip(routes, copies, verdicts, strict=True):
+                outcomes.append(
+                    self._one(session, route, copy, verdict, envelope_from, received_path)
+                )
         return outcomes
+
+    def _filter(self, items: list[tuple[store.Route, ParsedMail]]) -> list[Verdict]:
+        """Run the rules for each recipient, bounded by ``filters.timeout``.
+
+        A rule set that does not finish in time is a temporary failure (451), never
+        a pass: the sender retries, and nothing unchecked gets through.
+        """
+        rules = self.rules
+        if not rules.rules:
+            return [Verdict() for _ in items]
+
+        def run() -> list[Verdict]:
+            return [
+                evaluate(rules, FilterInput(copy.message, _role(route))) for route, copy in items
+            ]
+
+        future = self._filter_pool.submit(run)
+        try:
+            return future.result(timeout=self.config.filters.timeout)
+        except concurrent.futures.TimeoutError:
+            log.error("filter stage timed out after %ss", self.config.filters.timeout)
+            raise Rejected(TIMEOUT) from None
 
     @staticmethod
     def _reparse(raw: bytes, first: ParsedMail) -> ParsedMail:
@@ -122,12 +157,11 @@ class Pipeline:
         session: Session,
         route: store.Route,
         parsed: ParsedMail,
+        verdict: Verdict,
         envelope_from: str,
         received_path: str,
     ) -> Outcome:
         cfg = self.config
-        role = Role.BUYER if route.direction is Direction.BUYER_TO_SELLER else Role.SELLER
-        verdict = evaluate(self.rules, FilterInput(parsed.message, role))
         message = Message(
             conversation_id=route.conversation_id,
             direction=route.direction,
@@ -275,3 +309,7 @@ class Pipeline:
                     detail=hit.detail[:1000],
                 )
             )
+
+
+def _role(route: store.Route) -> Role:
+    return Role.BUYER if route.direction is Direction.BUYER_TO_SELLER else Role.SELLER

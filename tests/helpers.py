@@ -57,12 +57,16 @@ class SinkHandler:
 
     messages: list[Received] = field(default_factory=list)
     rcpt_faults: list[str] = field(default_factory=list)
+    refuse: dict[str, str] = field(default_factory=dict)
+    """Recipient → the reply it always gets at RCPT."""
     data_faults: list[str] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
+        if address in self.refuse:
+            return self.refuse[address]
         if self.rcpt_faults:
             return self.rcpt_faults.pop(0)
         envelope.rcpt_tos.append(address)
