@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import email.policy
 import re
+import textwrap
 from email.message import EmailMessage
 from email.utils import formatdate
 
@@ -95,7 +96,7 @@ def create_notice(
     msg[TRACE_HEADER] = config.smtp.hostname
     if token:
         msg["X-Marketplace-Conversation"] = token
-    msg.set_content("\n".join(body))
+    msg.set_content(_wrap("\n".join(body)))
     data = msg.as_bytes(policy=email.policy.SMTP)
     path = archive.store(data, "notice")
     notice = Message(
@@ -133,3 +134,14 @@ def party_map(session: Session, about: Message, domain: str) -> AddressMap:
     if buyer is not None:
         mapping[buyer.email] = token_address(conv.buyer_token, domain)
     return AddressMap(mapping)
+
+
+def _wrap(text: str) -> str:
+    """Paragraphs wrapped at 72 columns, so the notice reads well as plain text."""
+    return (
+        "\n".join(
+            textwrap.fill(line, 72, break_long_words=False, break_on_hyphens=False) if line else ""
+            for line in text.split("\n")
+        )
+        + "\n"
+    )

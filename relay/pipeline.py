@@ -14,7 +14,7 @@ import email
 import email.policy
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.message import EmailMessage
 
 from sqlmodel import Session
@@ -244,9 +244,10 @@ class Pipeline:
         seller = Party(
             display_name=route.seller_name, token=route.seller_token, real=route.seller_emails
         )
-        sender, recipient = (
-            (buyer, seller) if route.direction is Direction.BUYER_TO_SELLER else (seller, buyer)
-        )
+        if route.direction is Direction.BUYER_TO_SELLER:
+            sender, recipient = buyer, seller
+        else:  # the buyer is addressed by name, not by the name sellers see
+            sender, recipient = seller, replace(buyer, display_name=route.buyer_name)
         recipient_side = Side.SELLER if route.direction is Direction.BUYER_TO_SELLER else Side.BUYER
         relay_id = threading_ids.new_message_id(domain)
         in_reply_to = threading_ids.map_references(
