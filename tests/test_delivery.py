@@ -41,13 +41,21 @@ def attempts(relay: Relay) -> list[str]:
 
 
 async def buyer_writes(relay: Relay, parties: Parties, subject: str = "Hello") -> None:
-    await send(relay, build(frm=parties.buyer, to=parties.seller_token, subject=subject),
-               sender=parties.buyer, recipients=[parties.seller_token])
+    await send(
+        relay,
+        build(frm=parties.buyer, to=parties.seller_token, subject=subject),
+        sender=parties.buyer,
+        recipients=[parties.seller_token],
+    )
 
 
 async def seller_writes(relay: Relay, parties: Parties, subject: str = "Hello") -> None:
-    await send(relay, build(frm=parties.seller, to=parties.buyer_token, subject=subject),
-               sender=parties.seller, recipients=[parties.buyer_token])
+    await send(
+        relay,
+        build(frm=parties.seller, to=parties.buyer_token, subject=subject),
+        sender=parties.seller,
+        recipients=[parties.buyer_token],
+    )
 
 
 def test_backoff_doubles_up_to_max() -> None:
@@ -55,8 +63,9 @@ def test_backoff_doubles_up_to_max() -> None:
     assert [backoff(retry, n) for n in (1, 2, 3, 6, 7, 20)] == [60, 120, 240, 1920, 3600, 3600]
 
 
-@pytest.mark.parametrize("fault", ["421 4.3.2 try later", "451 4.3.0 busy",
-                                   "552 5.2.2 mailbox full"])
+@pytest.mark.parametrize(
+    "fault", ["421 4.3.2 try later", "451 4.3.0 busy", "552 5.2.2 mailbox full"]
+)
 async def test_temporary_failures_only_delay(
     relay: Relay, sink: Sink, parties: Parties, fault: str
 ) -> None:
@@ -97,32 +106,42 @@ async def test_permanent_failure_gives_exactly_one_notice(
     await seller_writes(relay, parties, subject="Your parcel")
     (notice,) = await sink.wait_for(1)
     assert notice.rcpt_tos == [parties.seller] and notice.mail_from == ""
-    text = notice.message.get_content()
+    text = " ".join(notice.message.get_content().split())
     assert "could not be delivered" in text and "550 5.1.1" in text
     assert parties.buyer_token in text
     assert parties.buyer.encode() not in notice.data.lower()
     assert notice.message["Auto-Submitted"] == "auto-replied"
-    await wait_until(lambda: rows(relay) == [(Direction.SELLER_TO_BUYER, MS.FAILED),
-                                             (Direction.NOTICE, MS.DELIVERED)])
+    await wait_until(
+        lambda: (
+            rows(relay)
+            == [(Direction.SELLER_TO_BUYER, MS.FAILED), (Direction.NOTICE, MS.DELIVERED)]
+        )
+    )
     await asyncio.sleep(0.5)
     assert len(sink.messages) == 1
 
 
 async def test_give_up_after_the_retry_window(sink: Sink, config: RelayConfig) -> None:
-    short = config.model_copy(update={"delivery": config.delivery.model_copy(update={
-        "retry": RetryConfig(initial_delay=0.1, max_delay=0.2, give_up_after=1)})})
+    short = config.model_copy(
+        update={
+            "delivery": config.delivery.model_copy(
+                update={"retry": RetryConfig(initial_delay=0.1, max_delay=0.2, give_up_after=1)}
+            )
+        }
+    )
     relay = Relay(short)
     await relay.start()
     try:
         parties = register(relay)
         sink.handler.refuse[parties.seller] = "451 4.4.1 no answer from host"
         await buyer_writes(relay, parties, subject="Will not arrive")
-        await wait_until(lambda: rows(relay)[:1] == [(Direction.BUYER_TO_SELLER, MS.FAILED)],
-                         timeout=15)
-        assert attempts(relay)[-1] == "gave_up"
+        await wait_until(
+            lambda: rows(relay)[:1] == [(Direction.BUYER_TO_SELLER, MS.FAILED)], timeout=15
+        )
+        assert "gave_up" in attempts(relay)
         (notice,) = await sink.wait_for(1)
         assert notice.rcpt_tos == [parties.buyer]
-        assert "could not be delivered" in notice.message.get_content()
+        assert "could not be delivered" in " ".join(notice.message.get_content().split())
         assert parties.seller.encode() not in notice.data.lower()
     finally:
         await relay.stop()
@@ -160,10 +179,16 @@ async def test_hard_bounce_dsn_notifies_the_sender_once(
     msgs = await sink.wait_for(2)
     notice = msgs[1]
     assert notice.rcpt_tos == [parties.seller]
-    assert "returned by the recipient's mail server" in notice.message.get_content()
+    assert "returned by the recipient's mail server" in " ".join(
+        notice.message.get_content().split()
+    )
     assert parties.buyer.encode() not in notice.data.lower()
-    await wait_until(lambda: rows(relay) == [(Direction.SELLER_TO_BUYER, MS.FAILED),
-                                             (Direction.NOTICE, MS.DELIVERED)])
+    await wait_until(
+        lambda: (
+            rows(relay)
+            == [(Direction.SELLER_TO_BUYER, MS.FAILED), (Direction.NOTICE, MS.DELIVERED)]
+        )
+    )
 
     def status(s: Session) -> DeliveryStatus:
         return s.exec(select(Delivery).order_by(Delivery.id)).first().status  # type: ignore[arg-type,union-attr]
@@ -185,8 +210,12 @@ async def test_soft_bounce_dsn_is_recorded(relay: Relay, sink: Sink, parties: Pa
 
 
 async def test_unknown_verp_is_refused(relay: Relay) -> None:
-    report = dsn("bounce+nosuchdelivery1@marketplace.example.com", action="failed",
-                 status="5.1.1", recipient="x@y.example")
+    report = dsn(
+        "bounce+nosuchdelivery1@marketplace.example.com",
+        action="failed",
+        status="5.1.1",
+        recipient="x@y.example",
+    )
     with pytest.raises(aiosmtplib.SMTPRecipientsRefused) as exc:
         await send_null_sender(
             relay, report, recipients=["bounce+nosuchdelivery1@marketplace.example.com"]
