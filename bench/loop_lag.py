@@ -1,0 +1,163 @@
+"""How long does the relay's event loop stall while it accepts and delivers mail?
+
+Starts the relay in this process (SQLite and a Maildir in a temporary directory),
+samples the event loop's lateness every millisecond, and sends MESSAGES messages
+of each size over SESSIONS concurrent SMTP sessions on loopback.  Prints, per
+size: accepted messages/s, accept latency p50/p90/p99, and the loop's longest
+stall and 99th-percentile lateness.  A stall of a few milliseconds means work
+that should be in a thread is on the loop.
+
+    .venv/bin/python bench/loop_lag.py [--messages 200] [--sessions 8] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import tempfile
+import time
+from email.message import EmailMessage
+from pathlib import Path
+
+import aiosmtplib
+
+from relay import store
+from relay.app import Relay
+from relay.config import (
+    ArchiveConfig,
+    DatabaseConfig,
+    DeliveryConfig,
+    DkimConfig,
+    FiltersConfig,
+    RelayConfig,
+    SmtpConfig,
+)
+
+
+def message(frm: str, to: str, size: int) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = frm
+    msg["To"] = to
+    msg["Subject"] = "Benchmark"
+    line = f"Hello from {frm}, this is a line of benchmark text.\n"
+    msg.set_content(line * max(1, size // len(line)))
+    if size > 50_000:
+        msg.add_attachment(
+            os.urandom(size // 2), maintype="application", subtype="pdf", filename="invoice.pdf"
+        )
+    return msg.as_bytes()
+
+
+class LagMonitor:
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            start = time.perf_counter()
+            await asyncio.sleep(0.001)
+            self.samples.append(time.perf_counter() - start - 0.001)
+
+    def start(self) -> None:
+        self.samples.clear()
+        self._task = asyncio.create_task(self._run())
+
+    def stop(self) -> None:
+        assert self._task is not None
+        self._task.cancel()
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+async def one_run(tmp: Path, size: int, messages: int, sessions: int) -> dict[str, float]:
+    config = RelayConfig(
+        smtp=SmtpConfig(port=0, hostname="mx.bench"),
+        database=DatabaseConfig(url=f"sqlite:///{tmp / 'relay.db'}"),
+        archive=ArchiveConfig(path=tmp / "archive"),
+        delivery=DeliveryConfig(mode="maildir", maildir=tmp / "outbox", poll_interval=0.5),
+        filters=FiltersConfig(rules=tmp / "none.yaml"),
+        dkim=DkimConfig(private_key=tmp / "dkim.key"),
+    )
+    relay = Relay(config)
+    await relay.start()
+    seller_token = relay.db.call(lambda s: _setup(s))
+    data = message("buyer@bench.example", seller_token, size)
+    monitor = LagMonitor()
+    monitor.start()
+    latencies: list[float] = []
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(messages):
+        queue.put_nowait(i)
+
+    async def session() -> None:
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=relay.port, timeout=60)
+        async with client:
+            while not queue.empty():
+                queue.get_nowait()
+                t0 = time.perf_counter()
+                await client.sendmail("buyer@bench.example", [seller_token], data)
+                latencies.append(time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(session() for _ in range(sessions)))
+    elapsed = time.perf_counter() - t0
+    outbox = tmp / "outbox" / "new"
+    while len(list(outbox.iterdir()) if outbox.exists() else []) < messages:
+        await asyncio.sleep(0.05)
+    delivered_elapsed = time.perf_counter() - t0
+    monitor.stop()
+    await relay.stop()
+    return {
+        "accepted_per_s": messages / elapsed,
+        "delivered_per_s": messages / delivered_elapsed,
+        "p50_ms": pct(latencies, 50) * 1000,
+        "p90_ms": pct(latencies, 90) * 1000,
+        "p99_ms": pct(latencies, 99) * 1000,
+        "loop_max_stall_ms": max(monitor.samples) * 1000,
+        "loop_p99_lag_ms": pct(monitor.samples, 99) * 1000,
+    }
+
+
+def _setup(session: object) -> str:
+    from sqlmodel import Session
+
+    assert isinstance(session, Session)
+    seller = store.add_seller(session, name="Bench", emails=["shop@bench.example"])
+    assert seller.id is not None
+    _order, conv = store.add_order(
+        session,
+        "B-1",
+        buyer_email="buyer@bench.example",
+        buyer_name="Bench Buyer",
+        seller_id=seller.id,
+    )
+    return f"{conv.seller_token}@marketplace.example.com"
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=200)
+    parser.add_argument("--sessions", type=int, default=8)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    for label, size in (("4 KB text", 4_000), ("200 KB with PDF", 200_000)):
+        runs = []
+        for _ in range(args.runs):
+            with tempfile.TemporaryDirectory() as tmp:
+                runs.append(await one_run(Path(tmp), size, args.messages, args.sessions))
+        print(
+            f"{label}: median of {args.runs} runs, {args.messages} messages,"
+            f" {args.sessions} sessions"
+        )
+        for key in runs[0]:
+            print(f"  {key:>18}: {statistics.median(r[key] for r in runs):8.1f}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
