@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from pathlib import Path
 
 from relay.archive import Archive
 from relay.config import RelayConfig
@@ -33,6 +32,7 @@ class Relay:
         self._transport = transport
         self.worker: OutboundWorker | None = None
         self.server: asyncio.Server | None = None
+        self.handler: InboundHandler | None = None
         self._worker_task: asyncio.Task[None] | None = None
 
     def _load_rules(self) -> RuleSet:
@@ -84,7 +84,9 @@ class Relay:
             signer=signer,
         )
         self._worker_task = asyncio.create_task(self.worker.run())
-        handler = InboundHandler(self.pipeline, self.db, on_accepted=self.worker.wake)
+        self.handler = handler = InboundHandler(
+            self.pipeline, self.db, on_accepted=self.worker.wake
+        )
         smtp = self.config.smtp
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(
@@ -102,11 +104,11 @@ class Relay:
     async def stop(self) -> None:
         """Stop accepting, let in-flight sessions and deliveries finish, then close."""
         if self.server is not None:
-            self.server.close()
-            try:
-                await asyncio.wait_for(self.server.wait_closed(), 30)
-            except TimeoutError:
-                log.warning("some SMTP sessions did not finish in time")
+            self.server.close()  # no new connections
+            assert self.handler is not None
+            if not await self.handler.drain(30):
+                log.warning("some messages were still being processed at shutdown")
+            await asyncio.sleep(0.05)  # let the last replies reach their clients
         if self.worker is not None:
             self.worker.stop()
         if self._worker_task is not None:
@@ -124,7 +126,3 @@ class Relay:
         await stop.wait()
         log.info("stopping")
         await self.stop()
-
-
-def pid_file(config: RelayConfig) -> Path:
-    return config.archive.path.parent / "relay.pid"

@@ -42,6 +42,17 @@ class InboundHandler:
         self.pipeline = pipeline
         self.db = db
         self.on_accepted = on_accepted
+        self._in_data = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until no DATA is being processed; False if ``timeout`` ran out first."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     async def handle_RCPT(
         self,
@@ -71,6 +82,16 @@ class InboundHandler:
         return str(replies.RECIPIENT_OK)
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self._in_data += 1
+        self._idle.clear()
+        try:
+            return await self._data(envelope)
+        finally:
+            self._in_data -= 1
+            if not self._in_data:
+                self._idle.set()
+
+    async def _data(self, envelope: Envelope) -> str:
         raw = envelope.original_content or b""
         try:
             outcomes = await asyncio.to_thread(
