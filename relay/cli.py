@@ -1,8 +1,9 @@
 """The ``relay`` command (SPEC §7).
 
 ``-c/--config`` and ``--json`` are accepted before or after the subcommand.
-Errors are one clear line on stderr and a non-zero exit status: 2 for bad
-arguments or configuration, 1 for a request that cannot be carried out.
+Errors are one clear line on stderr and a non-zero exit status, never a
+traceback: 2 for bad arguments or configuration, 1 for a request that cannot be
+carried out.  Set ``RELAY_DEBUG=1`` to see the traceback of an unexpected error.
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sys
+import traceback
 from collections.abc import Callable, Iterable
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 from sqlmodel import Session
@@ -22,20 +25,49 @@ from sqlmodel import Session
 from relay import archive as archive_mod
 from relay import queue, store
 from relay.archive import Archive, ArchiveError
-from relay.config import RelayConfig, config_path, load_config
+from relay.config import DEFAULT_CONFIG, RelayConfig, check_selector, config_path, load_config
 from relay.db import Database, StorageUnavailable
 from relay.dkim_sign import (
     DkimError,
     ed25519_selector,
     generate_ed25519_key,
     generate_rsa_key,
+    rsa_txt_record,
     txt_record_name,
 )
 from relay.filters import load_rules
-from relay.models import Conversation
+from relay.models import Conversation, DeliveryStatus, MessageStatus
 from relay.yamlload import ConfigError
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+if TYPE_CHECKING:
+    _TextBase = click.ParamType[str]
+else:  # older click releases have no generic ParamType
+    _TextBase = click.ParamType
+
+
+class Text(_TextBase):
+    """A string that must be valid Unicode: argv bytes that are not UTF-8 arrive as
+    lone surrogates, which nothing downstream (SQLite, JSON, the terminal) accepts."""
+
+    name = "text"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            self.fail(f"{text.encode('utf-8', 'surrogateescape')!r} is not valid UTF-8", param, ctx)
+        if "\x00" in text:
+            self.fail("must not contain NUL characters", param, ctx)
+        return text
+
+
+TEXT = Text()
+ID = click.IntRange(min=1, max=2**63 - 1)
+"""Database ids: positive and within a 64-bit integer (SQLite and PostgreSQL bigint)."""
 
 
 class Context:
@@ -45,13 +77,28 @@ class Context:
         self._config: RelayConfig | None = None
 
     @property
+    def config_path(self) -> Path:
+        return config_path(self.config_file)
+
+    @property
     def config(self) -> RelayConfig:
         if self._config is None:
-            self._config = load_config(config_path(self.config_file))
+            path = self.config_path
+            try:
+                self._config = load_config(path)
+            except ConfigError as exc:
+                if path == DEFAULT_CONFIG and not path.exists():
+                    exc.problems.append(
+                        "(run relay from the project directory, or give -c PATH or RELAY_CONFIG)"
+                    )
+                raise ConfigError(exc.problems) from None
         return self._config
 
     def database(self) -> Database:
-        db = Database(self.config.database)
+        try:
+            db = Database(self.config.database)
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot open the database: {exc}") from None
         db.migrate()
         return db
 
@@ -72,6 +119,7 @@ def common(fn: F) -> F:
         "-c",
         "--config",
         "config_file",
+        type=TEXT,
         expose_value=False,
         callback=_set_config,
         is_eager=True,
@@ -89,23 +137,48 @@ def common(fn: F) -> F:
 
 
 def handled(fn: F) -> F:
-    """Turns the relay's own errors into a one-line message and an exit status."""
+    """Turns errors into a one-line message and an exit status, never a traceback.
+
+    The relay's own errors say what is wrong; anything else is a bug, reported as
+    such (with the traceback when ``RELAY_DEBUG`` is set).
+    """
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
         except ConfigError as exc:
             click.echo(f"configuration error:\n{exc}", err=True)
             sys.exit(2)
-        except store.DirectoryError as exc:
+        except (store.DirectoryError, StorageUnavailable, ArchiveError, DkimError) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
-        except (StorageUnavailable, ArchiveError, DkimError) as exc:
+        except BrokenPipeError:
+            # The reader went away (``relay archive list | head``): not worth a message.
+            _silence_stdout()
+            sys.exit(1)
+        except OSError as exc:
             click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        except Exception as exc:
+            if os.environ.get("RELAY_DEBUG"):
+                traceback.print_exc()
+            click.echo(
+                f"error: internal error ({type(exc).__name__}: {exc});"
+                " set RELAY_DEBUG=1 to see the traceback",
+                err=True,
+            )
             sys.exit(1)
 
     return cast(F, wrapper)
+
+
+def _silence_stdout() -> None:
+    # Python flushes stdout at exit; a closed pipe would raise again there.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def emit(ctx: Context, data: Any, lines: Iterable[str] | None = None) -> None:
@@ -145,58 +218,79 @@ def serve(ctx: Context, verbose: bool) -> None:
         logging.getLogger("mail.log").setLevel(logging.WARNING)
     config = ctx.config
     relay = Relay(config)
-    try:
-        asyncio.run(relay.serve_forever())
-    except OSError as exc:
-        click.echo(
-            f"error: cannot listen on {config.smtp.host}:{config.smtp.port}: {exc}", err=True
-        )
-        sys.exit(1)
+    asyncio.run(relay.serve_forever())
 
 
 @main.command("check-config")
 @common
 @pass_ctx
+@handled
 def check_config(ctx: Context) -> None:
-    """Validate the configuration and the filter rules."""
-    problems: list[str] = []
-    path = config_path(ctx.config_file)
+    """Validate the configuration and the filter rules.
+
+    Exit status 0 when both are usable, else 2 with every problem, one per line.
+    """
+    path = ctx.config_path
     try:
         config = ctx.config
     except ConfigError as exc:
         click.echo(str(exc), err=True)
-        sys.exit(1)
+        sys.exit(2)
+    problems: list[str] = []
+    count = 0
     if config.filters.rules.exists():
         try:
-            rules = load_rules(config.filters.rules)
+            count = len(load_rules(config.filters.rules).rules)
         except ConfigError as exc:
             problems.extend(exc.problems)
     else:
         problems.append(f"{path}: filters.rules: {config.filters.rules} does not exist")
+    problems.extend(_dkim_problems(path, config))
     if problems:
         click.echo("\n".join(problems), err=True)
-        sys.exit(1)
+        sys.exit(2)
     emit(
         ctx,
-        {"config": str(path), "rules": len(rules.rules), "ok": True},
-        [f"{path}: OK ({len(rules.rules)} filter rules)"],
+        {"config": str(path), "rules": count, "ok": True},
+        [f"{path}: OK ({count} filter rules)"],
     )
+
+
+def _dkim_problems(path: Path, config: RelayConfig) -> list[str]:
+    """A key that exists must be usable; a missing RSA key is created by ``serve``."""
+    dk = config.dkim
+    if not dk.enabled:
+        return []
+    problems = []
+    try:
+        if dk.private_key.exists():
+            rsa_txt_record(dk.private_key.read_bytes())
+    except (OSError, DkimError) as exc:
+        problems.append(f"{path}: dkim.private_key: {dk.private_key}: {exc}")
+    if dk.ed25519_key is not None and not dk.ed25519_key.exists():
+        problems.append(
+            f"{path}: dkim.ed25519_key: {dk.ed25519_key} does not exist"
+            " (relay dkim keygen --ed25519 writes it)"
+        )
+    return problems
 
 
 # --- sellers -------------------------------------------------------------------
 
 
 @main.group()
+@common
 def seller() -> None:
     """Register and update sellers."""
 
 
 @seller.command("add")
 @common
-@click.option("--name", required=True, help="The store name buyers see.")
+@click.option("--name", type=TEXT, required=True, help="The store name buyers see.")
 @click.option(
     "--email",
     "emails",
+    type=TEXT,
     multiple=True,
     required=True,
     help="Approved sender address (repeat; the first is where mail goes).",
@@ -204,9 +298,23 @@ def seller() -> None:
 @pass_ctx
 @handled
 def seller_add(ctx: Context, name: str, emails: tuple[str, ...]) -> None:
+    """Register a seller with its approved sender addresses."""
     db = ctx.database()
-    result = db.call(lambda s: store.add_seller(s, name=name, emails=emails).id)
-    emit(ctx, {"seller_id": result})
+
+    def run(s: Session) -> dict[str, Any]:
+        seller = store.add_seller(s, name=name, emails=emails)
+        assert seller.id is not None
+        return {
+            "seller_id": seller.id,
+            "emails": [a.email for a in store.seller_addresses(s, seller.id)],
+        }
+
+    data = db.call(run)
+    emit(
+        ctx,
+        {"seller_id": data["seller_id"]},
+        [f"seller {data['seller_id']} ({name.strip()}): addresses {', '.join(data['emails'])}"],
+    )
 
 
 def _on_off(value: str | None) -> bool | None:
@@ -215,10 +323,10 @@ def _on_off(value: str | None) -> bool | None:
 
 @seller.command("update")
 @common
-@click.argument("seller_id", type=int)
+@click.argument("seller_id", type=ID)
 @click.option("--messaging", type=click.Choice(["on", "off"]), help="Accept new buyers or not.")
-@click.option("--add-email", "add_emails", multiple=True)
-@click.option("--remove-email", "remove_emails", multiple=True)
+@click.option("--add-email", "add_emails", type=TEXT, multiple=True)
+@click.option("--remove-email", "remove_emails", type=TEXT, multiple=True)
 @pass_ctx
 @handled
 def seller_update(
@@ -228,6 +336,7 @@ def seller_update(
     add_emails: tuple[str, ...],
     remove_emails: tuple[str, ...],
 ) -> None:
+    """Switch messaging on or off, add or remove approved addresses."""
     db = ctx.database()
 
     def run(s: Session) -> dict[str, Any]:
@@ -260,17 +369,18 @@ def seller_update(
 
 
 @main.group()
+@common
 def order() -> None:
     """Register orders (creates buyers and conversations as needed)."""
 
 
 @order.command("add")
 @common
-@click.argument("order_id")
-@click.option("--buyer", "buyer_email", required=True, help="The buyer's real address.")
-@click.option("--buyer-name", help="The buyer's name, as sellers will see it.")
-@click.option("--seller", "seller_id", type=int, required=True)
-@click.option("--category", "categories", multiple=True, help="Order category (repeat).")
+@click.argument("order_id", type=TEXT)
+@click.option("--buyer", "buyer_email", type=TEXT, required=True, help="The buyer's real address.")
+@click.option("--buyer-name", type=TEXT, help="The buyer's name, as sellers will see it.")
+@click.option("--seller", "seller_id", type=ID, required=True)
+@click.option("--category", "categories", type=TEXT, multiple=True, help="Order category (repeat).")
 @pass_ctx
 @handled
 def order_add(
@@ -281,6 +391,7 @@ def order_add(
     seller_id: int,
     categories: tuple[str, ...],
 ) -> None:
+    """Register an order; creates the buyer and the conversation if needed."""
     db = ctx.database()
     domain = ctx.config.marketplace.domain
 
@@ -300,10 +411,19 @@ def order_add(
             "seller_token": f"{conv.seller_token}@{domain}",
         }
 
-    emit(ctx, db.call(run))
+    data = db.call(run)
+    emit(
+        ctx,
+        data,
+        [
+            f"order {data['order_id']}: conversation {data['conversation_id']},"
+            f" buyer token {data['buyer_token']}, seller token {data['seller_token']}"
+        ],
+    )
 
 
 @main.group()
+@common
 def buyer() -> None:
     """Buyers' messaging preferences."""
 
@@ -325,19 +445,21 @@ def _set_opt_out(ctx: Context, email: str, value: bool) -> None:
 
 @buyer.command("opt-out")
 @common
-@click.argument("email")
+@click.argument("email", type=TEXT)
 @pass_ctx
 @handled
 def buyer_opt_out(ctx: Context, email: str) -> None:
+    """Stop unsolicited seller messages to this buyer."""
     _set_opt_out(ctx, email, True)
 
 
 @buyer.command("opt-in")
 @common
-@click.argument("email")
+@click.argument("email", type=TEXT)
 @pass_ctx
 @handled
 def buyer_opt_in(ctx: Context, email: str) -> None:
+    """Let seller messages reach this buyer again."""
     _set_opt_out(ctx, email, False)
 
 
@@ -345,18 +467,20 @@ def buyer_opt_in(ctx: Context, email: str) -> None:
 
 
 @main.group(name="archive")
+@common
 def archive_group() -> None:
     """Look into the archive."""
 
 
 @archive_group.command("list")
 @common
-@click.option("--conversation", "conversation_id", type=int)
-@click.option("--status")
+@click.option("--conversation", "conversation_id", type=ID)
+@click.option("--status", type=click.Choice([s.value for s in MessageStatus]))
 @click.option("--limit", type=click.IntRange(1, 100000), default=100, show_default=True)
 @pass_ctx
 @handled
 def archive_list(ctx: Context, conversation_id: int | None, status: str | None, limit: int) -> None:
+    """Archived messages, newest first, with direction, status and rule hits."""
     db = ctx.database()
     rows = db.call(
         lambda s: [
@@ -378,13 +502,14 @@ def archive_list(ctx: Context, conversation_id: int | None, status: str | None, 
                 else ""
             )
             for r in rows
-        ],
+        ]
+        or ["no archived messages"],
     )
 
 
 @archive_group.command("show")
 @common
-@click.argument("message_id", type=int)
+@click.argument("message_id", type=ID)
 @click.option("--raw", "which", flag_value="raw", help="Print the message as received.")
 @click.option(
     "--delivered", "which", flag_value="delivered", help="Print the message as delivered."
@@ -392,6 +517,7 @@ def archive_list(ctx: Context, conversation_id: int | None, status: str | None, 
 @pass_ctx
 @handled
 def archive_show(ctx: Context, message_id: int, which: str | None) -> None:
+    """One archived message: its metadata, rule hits and deliveries, or a copy."""
     db = ctx.database()
     detail = db.call(archive_mod.message_detail, message_id)
     if detail is None:
@@ -418,6 +544,7 @@ def archive_show(ctx: Context, message_id: int, which: str | None) -> None:
 
 
 @main.group(name="queue")
+@common
 def queue_group() -> None:
     """The outbound queue."""
 
@@ -441,6 +568,7 @@ def _delivery_json(d: Any) -> dict[str, Any]:
 @pass_ctx
 @handled
 def queue_list(ctx: Context, include_done: bool) -> None:
+    """Deliveries waiting in the outbound queue."""
     db = ctx.database()
     rows = db.call(
         lambda s: [_delivery_json(d) for d in queue.list_queue(s, include_done=include_done)]
@@ -459,16 +587,19 @@ def queue_list(ctx: Context, include_done: bool) -> None:
 
 @queue_group.command("retry")
 @common
-@click.argument("delivery_id", type=int)
+@click.argument("delivery_id", type=ID)
 @pass_ctx
 @handled
 def queue_retry(ctx: Context, delivery_id: int) -> None:
+    """Make a delivery due now (a failed one goes back in the queue)."""
     db = ctx.database()
 
     def run(s: Session) -> dict[str, Any]:
         d = queue.retry_now(s, delivery_id)
         if d is None:
             raise store.DirectoryError(f"no delivery with id {delivery_id}")
+        if d.status is DeliveryStatus.DELIVERED:
+            raise store.DirectoryError(f"delivery {delivery_id} was delivered; nothing to retry")
         return _delivery_json(d)
 
     data = db.call(run)
@@ -480,7 +611,7 @@ def queue_retry(ctx: Context, delivery_id: int) -> None:
 
 @main.command("conversation")
 @common
-@click.argument("conversation_id", type=int)
+@click.argument("conversation_id", type=ID)
 @pass_ctx
 @handled
 def conversation_show(ctx: Context, conversation_id: int) -> None:
@@ -510,13 +641,16 @@ def conversation_show(ctx: Context, conversation_id: int) -> None:
 
 
 @main.group()
+@common
 def dkim() -> None:
     """DKIM keys for the marketplace domain."""
 
 
 @dkim.command("keygen")
 @common
-@click.option("--selector", help="Selector (default: dkim.selector from the configuration).")
+@click.option(
+    "--selector", type=TEXT, help="Selector (default: dkim.selector from the configuration)."
+)
 @click.option("--force", is_flag=True, help="Replace an existing key.")
 @click.option(
     "--ed25519",
@@ -527,35 +661,68 @@ def dkim() -> None:
 @pass_ctx
 @handled
 def dkim_keygen(ctx: Context, selector: str | None, force: bool, ed25519: bool) -> None:
+    """Write the DKIM key and print the DNS TXT record to publish."""
     config = ctx.config
-    selector = selector or config.dkim.selector
+    try:
+        selector = check_selector(selector) if selector is not None else config.dkim.selector
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--selector'") from None
     domain = config.marketplace.domain
     path: Path = config.dkim.private_key
-    if path.exists() and not force:
-        raise store.DirectoryError(f"{path} exists; use --force to replace it")
+    ed_path = config.dkim.ed25519_key or path.with_name(path.stem + ".ed25519")
+    for existing in [path, ed_path] if ed25519 else [path]:
+        if existing.exists() and not force:
+            raise store.DirectoryError(f"{existing} exists; use --force to replace it")
     records = [
         {
             "name": txt_record_name(selector, domain),
             "type": "TXT",
-            "value": generate_rsa_key(path),
+            "value": _write_key(generate_rsa_key, path),
             "key": str(path),
         }
     ]
     if ed25519:
-        ed_path = config.dkim.ed25519_key or path.with_name(path.stem + ".ed25519")
         records.append(
             {
                 "name": txt_record_name(ed25519_selector(selector), domain),
                 "type": "TXT",
-                "value": generate_ed25519_key(ed_path),
+                "value": _write_key(generate_ed25519_key, ed_path),
                 "key": str(ed_path),
             }
         )
     emit(
         ctx,
         records if len(records) > 1 else records[0],
-        [f'{r["name"]}. IN TXT "{r["value"]}"' for r in records],
+        [f"{r['name']}. IN TXT {_zone_strings(r['value'])}" for r in records],
     )
+    # The relay signs with the configured selector and keys: say so if this is not it.
+    if selector != config.dkim.selector:
+        click.echo(
+            f"note: the relay signs with selector {config.dkim.selector!r} (dkim.selector);"
+            f" set dkim.selector: {selector} in {ctx.config_path} to use this record",
+            err=True,
+        )
+    if ed25519 and config.dkim.ed25519_key is None:
+        click.echo(
+            f"note: set dkim.ed25519_key: {ed_path} in {ctx.config_path} to sign with Ed25519",
+            err=True,
+        )
+    if not config.dkim.enabled:
+        click.echo(f"note: dkim.enabled is false in {ctx.config_path}", err=True)
+
+
+def _write_key(generate: Callable[[Path], str], path: Path) -> str:
+    try:
+        return generate(path)
+    except OSError as exc:
+        raise store.DirectoryError(f"cannot write the key {path}: {exc.strerror or exc}") from None
+
+
+def _zone_strings(value: str) -> str:
+    """A TXT value as zone-file strings: one string holds at most 255 bytes (RFC 1035)."""
+    parts = [value[i : i + 255] for i in range(0, len(value), 255)] or [""]
+    quoted = " ".join(f'"{p}"' for p in parts)
+    return quoted if len(parts) == 1 else f"( {quoted} )"
 
 
 if __name__ == "__main__":  # pragma: no cover

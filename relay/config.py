@@ -9,21 +9,85 @@ know where the file was.
 from __future__ import annotations
 
 import os
+import re
+import string
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from sqlalchemy import make_url
+from sqlalchemy.exc import ArgumentError
 
 from relay.yamlload import ConfigError, describe_validation_error, read_yaml
 
 DEFAULT_CONFIG = Path("config/relay.yaml")
 
-Seconds = Annotated[float, Field(ge=0)]
-PositiveSeconds = Annotated[float, Field(gt=0)]
+MAX_SECONDS = 10 * 365 * 86400
+"""Durations longer than ten years are a typo (and overflow date arithmetic)."""
+
+
+def _not_bool(value: object) -> object:
+    # pydantic's lax mode reads ``port: true`` as 1; a YAML boolean is never a number here.
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true/false")
+    return value
+
+
+def _not_empty_path(value: object) -> object:
+    # ``Path("")`` is ".", which would silently mean "the config directory".
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_not_bool)]
+Seconds = Annotated[
+    float, BeforeValidator(_not_bool), Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False)
+]
+PositiveSeconds = Annotated[
+    float, BeforeValidator(_not_bool), Field(gt=0, le=MAX_SECONDS, allow_inf_nan=False)
+]
+FilePath = Annotated[Path, BeforeValidator(_not_empty_path)]
+
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_LOCAL_PART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
+
+
+def _domain_name(value: str, *, min_labels: int, example: str) -> str:
+    """``value`` lower-cased without a trailing dot; raises ValueError if it is no
+    host name (LDH labels of 1-63 characters; internationalized names allowed)."""
+    value = value.strip().rstrip(".").lower()
+    problem = f"must be a domain name such as {example}"
+    try:
+        ascii_name = value.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise ValueError(problem) from None
+    labels = ascii_name.split(".")
+    if (
+        len(labels) < min_labels
+        or len(ascii_name) > 253
+        or not all(_LABEL.match(label) for label in labels)
+    ):
+        raise ValueError(problem)
+    return value
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_section(cls, data: Any) -> Any:
+        # ``smtp:`` with every setting commented out is YAML null: it means "defaults".
+        return {} if data is None else data
 
 
 class MarketplaceConfig(_Strict):
@@ -37,29 +101,55 @@ class MarketplaceConfig(_Strict):
     @field_validator("domain")
     @classmethod
     def _domain(cls, value: str) -> str:
-        value = value.strip().rstrip(".").lower()
-        if not value or "@" in value or " " in value or "." not in value:
-            raise ValueError("must be a domain name such as marketplace.example.com")
-        return value
+        return _domain_name(value, min_labels=2, example="marketplace.example.com")
 
     @field_validator("buyer_display_format")
     @classmethod
     def _format(cls, value: str) -> str:
+        allowed = "only {name} and {marketplace} may be used"
         try:
+            fields = [
+                f for _text, f, _spec, _conv in string.Formatter().parse(value) if f is not None
+            ]
             value.format(name="n", marketplace="m")
-        except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError(f"only {{name}} and {{marketplace}} may be used ({exc})") from None
+        except (KeyError, IndexError, ValueError, AttributeError) as exc:
+            raise ValueError(f"{allowed} ({exc})") from None
+        # "{name.__class__}" formats fine, but attribute access is not a display name.
+        bad = [f for f in fields if f not in ("name", "marketplace")]
+        if bad:
+            raise ValueError(f"{allowed} (found {{{bad[0]}}})")
+        return value
+
+    @field_validator("notice_sender")
+    @classmethod
+    def _local_part(cls, value: str) -> str:
+        if not _LOCAL_PART.match(value):
+            raise ValueError(
+                "must be the local part of an address (before the @), e.g. mailer-daemon"
+            )
         return value
 
 
 class SmtpConfig(_Strict):
     host: str = "127.0.0.1"
-    port: Annotated[int, Field(ge=0, le=65535)] = 2525
+    port: Annotated[Int, Field(ge=0, le=65535)] = 2525
     hostname: str = "mx.marketplace.example.com"
-    max_message_size: Annotated[int, Field(gt=0)] = 15_000_000
-    max_hops: Annotated[int, Field(gt=0)] = 30
+    max_message_size: Annotated[Int, Field(gt=0)] = 15_000_000
+    max_hops: Annotated[Int, Field(gt=0)] = 30
     """More ``Received`` headers than this is a mail loop (554 5.4.6)."""
     data_timeout: PositiveSeconds = 300
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        if not value.strip() or any(ch.isspace() for ch in value):
+            raise ValueError("must be an IP address or a host name")
+        return value.strip()
+
+    @field_validator("hostname")
+    @classmethod
+    def _hostname(cls, value: str) -> str:
+        return _domain_name(value, min_labels=1, example="mx.marketplace.example.com")
 
 
 class DatabaseConfig(_Strict):
@@ -67,19 +157,45 @@ class DatabaseConfig(_Strict):
     busy_timeout: PositiveSeconds = 10
     """How long a statement waits for a lock before the relay answers 451."""
 
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        try:
+            url = make_url(value)
+        except (ArgumentError, ValueError):
+            raise ValueError(
+                "not a database URL (e.g. sqlite:///relay.db or postgresql+psycopg://user@host/db)"
+            ) from None
+        backend = url.get_backend_name()
+        if backend not in ("sqlite", "postgresql"):
+            raise ValueError(f"unsupported database {backend!r}: use sqlite or postgresql")
+        try:
+            url.get_dialect().import_dbapi()
+        except (ArgumentError, ImportError) as exc:
+            raise ValueError(
+                f"database driver {url.drivername!r} is not available ({exc})"
+            ) from None
+        return value
+
 
 class ArchiveConfig(_Strict):
-    path: Path = Path("../var/archive")
-    retention_days: Annotated[int, Field(gt=0)] | None = None
+    path: FilePath = Path("../var/archive")
+    retention_days: Annotated[Int, Field(gt=0)] | None = None
 
 
 class SmarthostConfig(_Strict):
     host: str = "127.0.0.1"
-    port: Annotated[int, Field(ge=1, le=65535)] = 1025
+    port: Annotated[Int, Field(ge=1, le=65535)] = 1025
     starttls: bool = False
     username: str | None = None
     password: str | None = None
     timeout: PositiveSeconds = 60
+
+    @model_validator(mode="after")
+    def _auth(self) -> Self:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("give both username and password, or neither")
+        return self
 
 
 class RetryConfig(_Strict):
@@ -90,10 +206,10 @@ class RetryConfig(_Strict):
 
 class DeliveryConfig(_Strict):
     mode: Literal["maildir", "smtp"] = "maildir"
-    maildir: Path = Path("../var/outbox")
+    maildir: FilePath = Path("../var/outbox")
     smtp: SmarthostConfig = SmarthostConfig()
     retry: RetryConfig = RetryConfig()
-    concurrency: Annotated[int, Field(ge=1, le=256)] = 4
+    concurrency: Annotated[Int, Field(ge=1, le=256)] = 4
     poll_interval: PositiveSeconds = 5
     """How often the worker looks for due deliveries besides being woken."""
     claim_timeout: PositiveSeconds = 600
@@ -111,17 +227,39 @@ class OptoutConfig(_Strict):
             raise ValueError("must not be empty")
         return value
 
+    @field_validator("exempt_categories")
+    @classmethod
+    def _categories(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        # Orders store categories stripped and lower-cased; compare like with like.
+        return tuple(dict.fromkeys(c.strip().lower() for c in value if c.strip()))
+
 
 class FiltersConfig(_Strict):
-    rules: Path = Path("filters.yaml")
+    rules: FilePath = Path("filters.yaml")
     timeout: PositiveSeconds = 10
 
 
 class DkimConfig(_Strict):
     enabled: bool = True
     selector: str = "relay"
-    private_key: Path = Path("dkim/relay.key")
-    ed25519_key: Path | None = None
+    private_key: FilePath = Path("dkim/relay.key")
+    ed25519_key: FilePath | None = None
+
+    @field_validator("selector")
+    @classmethod
+    def _selector(cls, value: str) -> str:
+        return check_selector(value)
+
+
+def check_selector(value: str) -> str:
+    """A DKIM selector is a DNS name below ``_domainkey`` (RFC 6376 §3.1); raises ValueError."""
+    value = value.strip()
+    labels = value.lower().split(".")
+    if not value.isascii() or not all(_LABEL.match(label) for label in labels):
+        raise ValueError(
+            f"{value!r} is not a valid DKIM selector (letters, digits and hyphens, e.g. relay)"
+        )
+    return value
 
 
 class RelayConfig(_Strict):
@@ -138,6 +276,7 @@ class RelayConfig(_Strict):
         """This config with every relative path made absolute against ``base``."""
 
         def absolute(path: Path) -> Path:
+            path = path.expanduser()
             return path if path.is_absolute() else (base / path).resolve()
 
         return self.model_copy(
@@ -163,14 +302,19 @@ class RelayConfig(_Strict):
 
 
 def _absolute_sqlite_url(url: str, base: Path) -> str:
-    prefix = "sqlite:///"
-    if not url.startswith(prefix) or url == "sqlite:///:memory:":
+    """A SQLite URL (any driver) whose file is absolute; other URLs unchanged."""
+    parsed = make_url(url)
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
         return url
-    rest = url[len(prefix) :]
-    if rest.startswith("/"):
+    if database.startswith("file:"):
+        return url  # a SQLite URI filename: taken as written
+    path = Path(database).expanduser()
+    if path.is_absolute() and str(path) == database:
         return url
-    path, sep, query = rest.partition("?")
-    return f"{prefix}{(base / path).resolve()}{sep}{query}"
+    if not path.is_absolute():
+        path = (base / path).resolve()
+    return parsed.set(database=str(path)).render_as_string(hide_password=False)
 
 
 def config_path(explicit: str | os.PathLike[str] | None) -> Path:
@@ -182,14 +326,31 @@ def config_path(explicit: str | os.PathLike[str] | None) -> Path:
 
 
 def load_config(path: Path) -> RelayConfig:
-    """Load and validate ``path``; raises ConfigError naming file, line and problem."""
+    """Load and validate ``path``; raises ConfigError naming file, line and problem.
+
+    Every problem in the file is reported, not only the first.
+    """
     data, node = read_yaml(path)
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError([f"{path}:1: the configuration must be a mapping of sections"])
+        line = node.start_mark.line + 1 if node is not None else 1
+        raise ConfigError(
+            [
+                f"{path}:{line}: the configuration must be a mapping of sections"
+                f" (marketplace:, smtp:, ...), not a {_yaml_kind(data)}"
+            ]
+        )
     try:
         config = RelayConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(path, node, exc)) from None
     return config.resolved(path.parent.resolve())
+
+
+def _yaml_kind(data: object) -> str:
+    if isinstance(data, list):
+        return "list"
+    if isinstance(data, str):
+        return "string"
+    return type(data).__name__

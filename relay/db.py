@@ -125,6 +125,7 @@ class Database:
         self, fn: Callable[Concatenate[Session, P], T], *args: P.args, **kw: P.kwargs
     ) -> T:
         """Run ``fn(session, *args)`` in a thread, committed when it returns."""
+
         def job() -> T:
             return self.call(fn, *args, **kw)
 
