@@ -76,6 +76,7 @@ def pct(values: list[float], p: float) -> float:
 
 
 async def one_run(tmp: Path, size: int, messages: int, sessions: int) -> dict[str, float]:
+    (tmp / "none.yaml").write_text("rules: []\n", encoding="utf-8")
     config = RelayConfig(
         smtp=SmtpConfig(port=0, hostname="mx.bench"),
         database=DatabaseConfig(url=f"sqlite:///{tmp / 'relay.db'}"),

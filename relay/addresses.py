@@ -49,7 +49,10 @@ def normalize(address: str) -> str:
         raise InvalidAddress(f"not an email address: {address!r}")
     if any(ch.isspace() for ch in domain) or "@" in domain:
         raise InvalidAddress(f"not an email address: {address!r}")
-    return f"{local.lower()}@{_domain_unicode(domain)}"
+    domain = _domain_unicode(domain)
+    if not domain or not all(domain.split(".")):
+        raise InvalidAddress(f"not an email address: {address!r}")
+    return f"{local.lower()}@{domain}"
 
 
 def is_ascii(address: str) -> bool:

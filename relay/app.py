@@ -36,11 +36,9 @@ class Relay:
         self._worker_task: asyncio.Task[None] | None = None
 
     def _load_rules(self) -> RuleSet:
-        path = self.config.filters.rules
-        if not path.exists():
-            log.warning("no filter rules file at %s: running with no rules", path)
-            return RuleSet()
-        return load_rules(path)
+        """Raises ConfigError, a missing file included: a mistyped path must not
+        quietly switch filtering off."""
+        return load_rules(self.config.filters.rules)
 
     def reload_rules(self) -> bool:
         """Swap in the rules file's current content; keeps the old rules if it is bad."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -102,10 +103,22 @@ class Database:
         self.engine = make_engine(config)
 
     def migrate(self) -> None:
-        try:
-            migrate(self.engine)
-        except (OperationalError, DBAPIError) as exc:
-            raise StorageUnavailable(_describe(exc)) from exc
+        """Create or upgrade the schema; safe when several processes start at once.
+
+        Two processes that both find a table missing both try to create it, and
+        one fails with "already exists" (or a duplicate schema_version row).
+        ``create_all`` checks before it creates, so trying again converges.
+        """
+        for attempt in range(5):
+            try:
+                migrate(self.engine)
+                return
+            except (OperationalError, DBAPIError) as exc:
+                text = str(exc).lower()
+                racing = "already exists" in text or "unique" in text or "duplicate" in text
+                if not racing or attempt == 4:
+                    raise StorageUnavailable(_describe(exc)) from exc
+                time.sleep(0.05 * (attempt + 1))
 
     @contextmanager
     def session(self) -> Iterator[Session]:

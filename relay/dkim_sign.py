@@ -109,10 +109,13 @@ class Signer:
     ) -> Signer:
         try:
             pem = private_key.read_bytes()
-            rsa_txt_record(pem)  # validates
             seed = ed25519_key.read_bytes().strip() if ed25519_key else None
         except OSError as exc:
             raise DkimError(f"cannot read DKIM key: {exc}") from None
+        try:
+            rsa_txt_record(pem)  # validates
+        except DkimError as exc:
+            raise DkimError(f"{private_key}: {exc}") from None
         return cls(domain=domain, selector=selector, rsa_pem=pem, ed25519_seed=seed)
 
     def sign(self, data: bytes) -> bytes:

@@ -338,9 +338,13 @@ def retry_now(session: Session, delivery_id: int) -> Delivery | None:
         if msg is not None:
             msg.status = MessageStatus.QUEUED
             session.add(msg)
-    d.next_attempt_at = utcnow()
-    d.claimed_by = None
-    d.claimed_until = None
+    now = utcnow()
+    d.next_attempt_at = now
+    if d.claimed_until is None or d.claimed_until < now:
+        # A live claim means a worker is sending it right now: leave it that
+        # worker's, or the message could go out twice.
+        d.claimed_by = None
+        d.claimed_until = None
     session.add(d)
     session.flush()
     return d

@@ -56,6 +56,8 @@ def add_seller(session: Session, *, name: str, emails: Sequence[str]) -> Seller:
 
 
 def _claim_seller_address(session: Session, seller_id: int, email: str, *, primary: bool) -> None:
+    if session.exec(select(Buyer).where(Buyer.email == email)).first() is not None:
+        raise DirectoryError(f"{email} is a buyer's address and cannot be a seller address")
     existing = session.exec(select(SellerAddress).where(SellerAddress.email == email)).first()
     if existing is not None:
         if existing.seller_id == seller_id:

@@ -142,6 +142,9 @@ def make_config(
     **sections: Any,
 ) -> RelayConfig:
     """A config for tests: SQLite in ``tmp``, delivery to the sink, fast retries."""
+    if rules is None:
+        rules = tmp / "filters.yaml"
+        rules.write_text("rules: []\n", encoding="utf-8")
     base = RelayConfig(
         smtp=SmtpConfig(port=0, hostname="mx.test"),
         database=DatabaseConfig(url=f"sqlite:///{tmp / 'relay.db'}", busy_timeout=2),

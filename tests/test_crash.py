@@ -51,8 +51,13 @@ dkim: {{private_key: state/dkim.key}}
 
 async def cli(config: Path, *args: str) -> dict[str, str]:
     proc = await asyncio.create_subprocess_exec(
-        RELAY, "-c", str(config), *args, "--json",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        RELAY,
+        "-c",
+        str(config),
+        *args,
+        "--json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await proc.communicate()
     assert proc.returncode == 0, err.decode()
@@ -63,8 +68,12 @@ async def cli(config: Path, *args: str) -> dict[str, str]:
 @contextlib.asynccontextmanager
 async def serving(config: Path, port: int) -> AsyncIterator[asyncio.subprocess.Process]:
     proc = await asyncio.create_subprocess_exec(
-        RELAY, "serve", "-c", str(config),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        RELAY,
+        "serve",
+        "-c",
+        str(config),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         for _ in range(200):
@@ -85,16 +94,30 @@ async def serving(config: Path, port: int) -> AsyncIterator[asyncio.subprocess.P
 async def test_sigkill_after_250_then_restart_delivers(tmp_path: Path) -> None:
     smtp_port, sink_port = free_port(), free_port()
     config = write_config(tmp_path, smtp_port=smtp_port, sink_port=sink_port)
-    seller = await cli(config, "seller", "add", "--name", "Crafts", "--email", "shop@seller.example")
-    order = await cli(config, "order", "add", "O-1", "--buyer", "maria@buyer.example",
-                      "--seller", str(seller["seller_id"]))
+    seller = await cli(
+        config, "seller", "add", "--name", "Crafts", "--email", "shop@seller.example"
+    )
+    order = await cli(
+        config,
+        "order",
+        "add",
+        "O-1",
+        "--buyer",
+        "maria@buyer.example",
+        "--seller",
+        str(seller["seller_id"]),
+    )
     msg = build(frm="maria@buyer.example", to=order["seller_token"], subject="survives a crash")
 
     # The downstream is down, so the message cannot leave before the kill.
     async with serving(config, smtp_port) as proc:
-        errors, reply = await aiosmtplib.send(msg, hostname="127.0.0.1", port=smtp_port,
-                                              sender="maria@buyer.example",
-                                              recipients=[order["seller_token"]])
+        _errors, reply = await aiosmtplib.send(
+            msg,
+            hostname="127.0.0.1",
+            port=smtp_port,
+            sender="maria@buyer.example",
+            recipients=[order["seller_token"]],
+        )
         assert reply.startswith("2.0.0")
         os.kill(proc.pid, signal.SIGKILL)
         await proc.wait()

@@ -51,12 +51,19 @@ async def pg_relay(
 
 async def test_round_trip_on_postgresql(pg_relay: Relay, sink: Sink) -> None:
     parties = register(pg_relay)
-    await send(pg_relay, build(frm=parties.buyer, to=parties.seller_token, body=parties.buyer),
-               sender=parties.buyer, recipients=[parties.seller_token])
+    await send(
+        pg_relay,
+        build(frm=parties.buyer, to=parties.seller_token, body=parties.buyer),
+        sender=parties.buyer,
+        recipients=[parties.seller_token],
+    )
     (got,) = await sink.wait_for(1)
     assert parties.buyer.encode() not in got.data
-    reply = build(frm=parties.seller, to=parties.buyer_token,
-                  headers={"In-Reply-To": got.message["Message-ID"]})
+    reply = build(
+        frm=parties.seller,
+        to=parties.buyer_token,
+        headers={"In-Reply-To": got.message["Message-ID"]},
+    )
     await send(pg_relay, reply, sender=parties.seller, recipients=[parties.buyer_token])
     msgs = await sink.wait_for(2)
     assert msgs[1].rcpt_tos == [parties.buyer]

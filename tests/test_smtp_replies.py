@@ -45,7 +45,9 @@ async def test_outside_domain_is_relaying_denied(relay: Relay, parties: Parties)
 
 
 async def test_unknown_token(relay: Relay, parties: Parties) -> None:
-    refused = await refused_at_rcpt(relay, parties.buyer, "aaaaaaaaaaaaaaaa@marketplace.example.com")
+    refused = await refused_at_rcpt(
+        relay, parties.buyer, "aaaaaaaaaaaaaaaa@marketplace.example.com"
+    )
     assert (refused.code, refused.message) == (550, "5.1.1 No such recipient")
     refused = await refused_at_rcpt(relay, parties.buyer, "sales@marketplace.example.com")
     assert refused.code == 550 and refused.message.startswith("5.1.1")
@@ -80,14 +82,23 @@ async def test_messaging_off_refuses_new_buyers_only(
     from relay import store
 
     # An existing conversation: a message has passed before messaging is switched off.
-    await send(relay, build(frm=parties.buyer, to=parties.seller_token), sender=parties.buyer,
-               recipients=[parties.seller_token])
+    await send(
+        relay,
+        build(frm=parties.buyer, to=parties.seller_token),
+        sender=parties.buyer,
+        recipients=[parties.seller_token],
+    )
     await sink.wait_for(1)
     relay.db.call(lambda s: store.update_seller(s, parties.seller_id, messaging=False))
 
     def new_order(s):  # type: ignore[no-untyped-def]
-        _o, conv = store.add_order(s, "ORD-2", buyer_email="new@buyer.example", buyer_name="New",
-                                   seller_id=parties.seller_id)
+        _o, conv = store.add_order(
+            s,
+            "ORD-2",
+            buyer_email="new@buyer.example",
+            buyer_name="New",
+            seller_id=parties.seller_id,
+        )
         return f"{conv.seller_token}@marketplace.example.com"
 
     new_token = relay.db.call(new_order)
@@ -95,12 +106,20 @@ async def test_messaging_off_refuses_new_buyers_only(
     assert refused.code == 550 and refused.message.startswith("5.7.1")
     assert "not accepting messages from new buyers" in refused.message
 
-    await send(relay, build(frm=parties.buyer, to=parties.seller_token), sender=parties.buyer,
-               recipients=[parties.seller_token])
+    await send(
+        relay,
+        build(frm=parties.buyer, to=parties.seller_token),
+        sender=parties.buyer,
+        recipients=[parties.seller_token],
+    )
     await sink.wait_for(2)
     # The seller can still write to the new buyer: messaging off only stops new buyers.
-    await send(relay, build(frm=parties.seller, to="x"), sender=parties.seller,
-               recipients=[relay.db.call(lambda s: _buyer_token(s, "new@buyer.example"))])
+    await send(
+        relay,
+        build(frm=parties.seller, to="x"),
+        sender=parties.seller,
+        recipients=[relay.db.call(lambda s: _buyer_token(s, "new@buyer.example"))],
+    )
     await sink.wait_for(3)
 
 
@@ -117,8 +136,9 @@ def _buyer_token(session, email):  # type: ignore[no-untyped-def]
 async def test_size_is_announced_and_enforced(
     tmp_path: Path, config: RelayConfig, sink: Sink
 ) -> None:
-    small = config.model_copy(update={"smtp": SmtpConfig(port=0, hostname="mx.test",
-                                                         max_message_size=20_000)})
+    small = config.model_copy(
+        update={"smtp": SmtpConfig(port=0, hostname="mx.test", max_message_size=20_000)}
+    )
     relay = Relay(small)
     await relay.start()
     try:
@@ -189,10 +209,19 @@ async def test_database_unavailable_gives_451_and_sender_keeps_the_mail(
 
 async def test_non_ascii_addresses_with_smtputf8(relay: Relay, sink: Sink) -> None:
     parties = register(relay, buyer="người.mua@ví-dụ.example", buyer_name="Nguyễn Văn A")
-    msg = build(frm=f"Nguyễn Văn A <{parties.buyer}>", to=parties.seller_token,
-                body=f"Địa chỉ của tôi: {parties.buyer}")
-    await aiosmtplib.send(msg, hostname="127.0.0.1", port=relay.port, sender=parties.buyer,
-                          recipients=[parties.seller_token], mail_options=["SMTPUTF8"])
+    msg = build(
+        frm=f"Nguyễn Văn A <{parties.buyer}>",
+        to=parties.seller_token,
+        body=f"Địa chỉ của tôi: {parties.buyer}",
+    )
+    await aiosmtplib.send(
+        msg,
+        hostname="127.0.0.1",
+        port=relay.port,
+        sender=parties.buyer,
+        recipients=[parties.seller_token],
+        mail_options=["SMTPUTF8"],
+    )
     (got,) = await sink.wait_for(1)
     assert parties.buyer.encode() not in got.data
     assert "người.mua" not in got.data.decode("utf-8", "replace")
