@@ -90,3 +90,48 @@ async def test_reply_threads_and_returns(relay: Relay, sink: Sink, parties: Part
         return [m.status for m in s.exec(select(Message)).all()]
 
     await wait_until(lambda: relay.db.call(statuses) == [MessageStatus.DELIVERED] * 3)
+
+
+async def test_one_mail_to_two_sellers_gives_each_their_own_copy(relay: Relay, sink: Sink) -> None:
+    from tests.helpers import register
+
+    first = register(relay)
+    second = register(
+        relay, seller=("sales@other.example",), seller_name="Other Store", order_id="ORD-2"
+    )
+    msg = build(
+        frm=first.buyer,
+        to=f"{first.seller_token}, {second.seller_token}",
+        body=f"Asking you both. {first.buyer}",
+    )
+    await send(relay, msg, sender=first.buyer, recipients=[first.seller_token, second.seller_token])
+    msgs = await sink.wait_for(2)
+    by_rcpt = {m.rcpt_tos[0]: m for m in msgs}
+    a, b = by_rcpt[first.seller], by_rcpt[second.seller]
+    # Each seller sees the buyer under the token of its own conversation only.
+    assert a.message["From"].addresses[0].addr_spec == first.buyer_token
+    assert b.message["From"].addresses[0].addr_spec == second.buyer_token
+    assert second.buyer_token.encode() not in a.data and first.buyer_token.encode() not in b.data
+    for m in (a, b):
+        assert first.buyer.encode() not in m.data.lower()
+        assert b"sales@other.example" not in a.data and b"shop@seller.example" not in b.data
+
+
+async def test_archive_keeps_what_was_received_and_what_was_delivered(
+    relay: Relay, sink: Sink, parties: Parties
+) -> None:
+    msg = build(frm=parties.buyer, to=parties.seller_token, body=f"from {parties.buyer}")
+    raw = msg.as_bytes(policy=msg.policy.clone(linesep="\r\n"))
+    await send(relay, raw, sender=parties.buyer, recipients=[parties.seller_token])
+    (got,) = await sink.wait_for(1)
+
+    def copies(s: Session) -> tuple[str | None, str | None]:
+        m = s.exec(select(Message)).one()
+        return m.received_path, m.delivered_path
+
+    received, delivered = relay.db.call(copies)
+    assert received and delivered
+    assert relay.archive.read(received) == raw
+    # What was sent is the archived delivered copy, with the DKIM signature in front.
+    assert got.data.endswith(relay.archive.read(delivered))
+    assert got.data.startswith(b"DKIM-Signature:")
