@@ -41,8 +41,9 @@ def message(frm: str, to: str, size: int) -> bytes:
     msg["From"] = frm
     msg["To"] = to
     msg["Subject"] = "Benchmark"
-    line = f"Hello from {frm}, this is a line of benchmark text.\n"
-    msg.set_content(line * max(1, size // len(line)))
+    line = "Hello, this is a line of benchmark text about an order and its delivery.\n"
+    signature = f"-- \nA buyer\n{frm}\n"
+    msg.set_content(line * max(1, (size - len(signature)) // len(line)) + signature)
     if size > 50_000:
         msg.add_attachment(
             os.urandom(size // 2), maintype="application", subtype="pdf", filename="invoice.pdf"
