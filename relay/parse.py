@@ -11,13 +11,20 @@ import email
 import email.policy
 import re
 from dataclasses import dataclass
-from email.message import EmailMessage
+from email.message import EmailMessage, Message
 
-from relay.replies import MAIL_LOOP, Rejected
+from relay.replies import MAIL_LOOP, Rejected, SmtpReply
 from relay.tokenizer import decode_header_text
 
 TRACE_HEADER = "X-Marketplace-Relay"
 """Added to everything we deliver; seeing our own hostname in it again is a loop."""
+
+MAX_NESTING = 50
+"""MIME parts (multiparts, attached messages) inside one another.  Real mail stays
+under a dozen; the ``email`` package recurses per level, and a few hundred levels
+exhaust Python's stack while parsing, rewriting or writing the message."""
+
+TOO_DEEP = SmtpReply(554, "5.6.0", "Message structure is nested too deeply")
 
 _MSGID_RE = re.compile(r"<[^<>\s]+>")
 
@@ -50,9 +57,15 @@ def message_ids(value: str) -> tuple[str, ...]:
 
 
 def parse(raw: bytes, *, hostname: str, max_hops: int) -> ParsedMail:
-    """Parse a message as received; raises Rejected(MAIL_LOOP) for a loop."""
-    msg = email.message_from_bytes(raw, _class=EmailMessage, policy=email.policy.default)
+    """Parse a message as received; raises Rejected(MAIL_LOOP) for a loop and
+    Rejected(TOO_DEEP) for a MIME structure nested beyond MAX_NESTING."""
+    try:
+        msg = email.message_from_bytes(raw, _class=EmailMessage, policy=email.policy.default)
+    except RecursionError:
+        raise Rejected(TOO_DEEP) from None
     assert isinstance(msg, EmailMessage)
+    if nesting(msg) > MAX_NESTING:
+        raise Rejected(TOO_DEEP)
     hops = len(header_values(msg, "Received"))
     if hops > max_hops:
         raise Rejected(MAIL_LOOP.with_text(f"Mail loop detected: {hops} hops"))
@@ -75,3 +88,17 @@ def parse(raw: bytes, *, hostname: str, max_hops: int) -> ParsedMail:
             or "multipart/report" in content_type
         ),
     )
+
+
+def nesting(msg: Message) -> int:
+    """How deep MIME parts go inside ``msg`` (1: a single part); no recursion."""
+    deepest = 0
+    stack: list[tuple[Message, int]] = [(msg, 1)]
+    while stack:
+        part, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if part.is_multipart():
+            payload = part.get_payload()
+            if isinstance(payload, list):
+                stack.extend((p, depth + 1) for p in payload if isinstance(p, Message))
+    return deepest
