@@ -100,6 +100,10 @@ class UnsafeMessage(Exception):
     message is too malformed to be rewritten at all."""
 
 
+class MalformedMessage(UnsafeMessage):
+    """The message is too malformed for the ``email`` package to rewrite at all."""
+
+
 @dataclass(frozen=True, slots=True)
 class Party:
     display_name: str
@@ -142,7 +146,7 @@ def compose(
         # notice to the sender beats a 451 they would retry for days.  Logged with
         # the traceback, since it also means a case the rewriting should learn.
         log.warning("message cannot be rewritten", exc_info=True)
-        raise UnsafeMessage(f"the message cannot be rewritten ({type(exc).__name__})") from None
+        raise MalformedMessage(f"the message cannot be rewritten ({type(exc).__name__})") from None
     if leaked:
         raise UnsafeMessage("a real address of the sender is still in the message")
     return Outgoing(data=data, smtputf8=smtputf8)

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from email.message import EmailMessage, Message
 
-from relay.replies import MAIL_LOOP, Rejected, SmtpReply
+from relay.replies import MAIL_LOOP, TOO_DEEP, Rejected
 from relay.tokenizer import decode_header_text
 
 TRACE_HEADER = "X-Marketplace-Relay"
@@ -24,7 +24,6 @@ MAX_NESTING = 50
 under a dozen; the ``email`` package recurses per level, and a few hundred levels
 exhaust Python's stack while parsing, rewriting or writing the message."""
 
-TOO_DEEP = SmtpReply(554, "5.6.0", "Message structure is nested too deeply")
 
 _MSGID_RE = re.compile(r"<[^<>\s]+>")
 

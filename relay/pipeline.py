@@ -21,7 +21,7 @@ from sqlmodel import Session
 
 from relay import queue, store, threading_ids
 from relay.archive import Archive
-from relay.compose import Party, UnsafeMessage, compose
+from relay.compose import MalformedMessage, Party, UnsafeMessage, compose
 from relay.config import RelayConfig
 from relay.db import Database
 from relay.dsn import read_dsn
@@ -268,6 +268,15 @@ class Pipeline:
                 in_reply_to=in_reply_to[:1],
                 references=references,
                 hostname=cfg.smtp.hostname,
+            )
+        except MalformedMessage:
+            return self._not_delivered(
+                session,
+                message,
+                MessageStatus.REJECTED,
+                "could not be rewritten",
+                why="Its structure is too damaged to be passed on (for example broken MIME"
+                " headers). Please send it again from your mail program as a new message.",
             )
         except UnsafeMessage:
             return self._not_delivered(

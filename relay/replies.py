@@ -46,6 +46,7 @@ MESSAGING_OFF = SmtpReply(
 )
 TOO_BIG = SmtpReply(552, "5.3.4", "Message size exceeds fixed maximum message size")
 MAIL_LOOP = SmtpReply(554, "5.4.6", "Mail loop detected")
+TOO_DEEP = SmtpReply(554, "5.6.0", "Message structure is nested too deeply")
 LINE_TOO_LONG = SmtpReply(500, "5.5.2", "Line too long (RFC 5321 4.5.3.1.6)")
 TOO_MANY_RECIPIENTS = SmtpReply(452, "4.5.3", "Too many recipients")
 MIXED_RECIPIENTS = SmtpReply(
