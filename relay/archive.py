@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
 from relay.models import Delivery, DeliveryAttempt, Message, RuleHit, utcnow
 
@@ -59,8 +59,12 @@ class Archive:
             raise ArchiveError(f"cannot read archive copy {rel}: {exc}") from exc
 
     def check_writable(self) -> None:
-        """Raises ArchiveError if the archive directory cannot be written."""
-        self.store(b"", "probe")
+        """Raises ArchiveError if the archive directory cannot be written.
+
+        The probe goes through ``store`` (the same directories and fsyncs a real
+        copy takes) and is removed again, so restarts leave nothing behind."""
+        rel = self.store(b"", "probe")
+        (self.root / rel).unlink(missing_ok=True)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -96,6 +100,13 @@ class MessageSummary:
                 {"rule_id": h.rule_id, "action": h.action, "detail": h.detail} for h in self.hits
             ],
         }
+
+
+def count_messages(session: Session, *, conversation_id: int) -> int:
+    query = (
+        select(func.count()).select_from(Message).where(Message.conversation_id == conversation_id)
+    )
+    return int(session.exec(query).one())
 
 
 def list_messages(

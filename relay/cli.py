@@ -623,7 +623,7 @@ def conversation_show(ctx: Context, conversation_id: int) -> None:
         conv = s.get(Conversation, conversation_id)
         if conv is None:
             raise store.DirectoryError(f"no conversation with id {conversation_id}")
-        count = len(archive_mod.list_messages(s, conversation_id=conversation_id, limit=100000))
+        count = archive_mod.count_messages(s, conversation_id=conversation_id)
         return {
             "conversation_id": conv.id,
             "buyer_token": f"{conv.buyer_token}@{domain}",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from email import message_from_string
 from email.message import EmailMessage, Message
 
 _STATUS_RE = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
@@ -47,8 +48,6 @@ def _from_report(part: Message) -> DsnVerdict | None:
     if isinstance(payload, list):
         blocks = [b for b in payload if isinstance(b, Message)]
     elif isinstance(payload, str):
-        from email import message_from_string
-
         blocks = [message_from_string(chunk) for chunk in re.split(r"\r?\n\r?\n", payload)]
     for block in blocks:
         action = str(block.get("Action", "")).strip().lower()
