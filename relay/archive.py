@@ -97,7 +97,8 @@ class MessageSummary:
             "about_message_id": m.about_message_id,
             "created_at": iso(m.created_at),
             "rule_hits": [
-                {"rule_id": h.rule_id, "action": h.action, "detail": h.detail} for h in self.hits
+                {"rule_id": h.rule_id, "action": h.action, "where": h.location, "detail": h.detail}
+                for h in self.hits
             ],
         }
 

@@ -530,7 +530,8 @@ def archive_show(ctx: Context, message_id: int, which: str | None) -> None:
         return
     lines = [f"{k}: {v}" for k, v in detail.items() if k not in ("rule_hits", "deliveries")]
     lines += [
-        f"rule hit: {h['rule_id']} ({h['action']}): {h['detail']}" for h in detail["rule_hits"]
+        f"rule hit: {h['rule_id']} ({h['action']}) in {h['where'] or 'message'}: {h['detail']}"
+        for h in detail["rule_hits"]
     ]
     for d in detail["deliveries"]:
         lines.append(
@@ -538,6 +539,77 @@ def archive_show(ctx: Context, message_id: int, which: str | None) -> None:
         )
         lines += [f"  {a['at']} {a['outcome']}: {a['reply']}" for a in d["history"]]
     emit(ctx, detail, lines)
+
+
+# --- quarantine ------------------------------------------------------------------
+
+
+@main.group(name="quarantine")
+@common
+def quarantine_group() -> None:
+    """Messages held by a rule, waiting for an admin."""
+
+
+@quarantine_group.command("list")
+@common
+@click.option("--limit", type=click.IntRange(1, 100000), default=100, show_default=True)
+@pass_ctx
+@handled
+def quarantine_list(ctx: Context, limit: int) -> None:
+    """Held messages, newest first, with the rules that held them."""
+    db = ctx.database()
+    rows = db.call(
+        lambda s: [
+            m.as_json()
+            for m in archive_mod.list_messages(
+                s, status=MessageStatus.QUARANTINED.value, limit=limit
+            )
+        ]
+    )
+    lines: list[str] = []
+    for r in rows:
+        lines.append(
+            f"{r['id']:>6}  {r['created_at']}  conv {r['conversation_id']}  {r['direction']}"
+            f"  from {r['envelope_from'] or '<>'}  {r['subject'][:50]!r}"
+        )
+        lines += [
+            f"        {h['rule_id']} ({h['action']}) in {h['where'] or 'message'}: {h['detail']}"
+            for h in r["rule_hits"]
+        ]
+    emit(ctx, rows, lines or ["no quarantined messages"])
+
+
+def _decide(ctx: Context, message_id: int, release: bool) -> None:
+    from relay.pipeline import Pipeline
+
+    config = ctx.config
+    rules = load_rules(config.filters.rules)
+    db = ctx.database()
+    pipeline = Pipeline(config, db, Archive(config.archive.path), rules)
+    decide = pipeline.release if release else pipeline.reject_quarantined
+    outcome = db.call(decide, message_id)
+    data = {"message_id": message_id, "status": outcome.status}
+    emit(ctx, data, [f"message {message_id}: {outcome.status}"])
+
+
+@quarantine_group.command("release")
+@common
+@click.argument("message_id", type=ID)
+@pass_ctx
+@handled
+def quarantine_release(ctx: Context, message_id: int) -> None:
+    """Deliver a held message (strip and redact rules still apply)."""
+    _decide(ctx, message_id, release=True)
+
+
+@quarantine_group.command("reject")
+@common
+@click.argument("message_id", type=ID)
+@pass_ctx
+@handled
+def quarantine_reject(ctx: Context, message_id: int) -> None:
+    """Refuse a held message; its sender gets the rule's notice."""
+    _decide(ctx, message_id, release=False)
 
 
 # --- queue ---------------------------------------------------------------------

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from sqlalchemy import event, inspect, make_url
+from sqlalchemy import event, inspect, make_url, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -27,7 +27,12 @@ from relay.config import DatabaseConfig
 
 log = logging.getLogger("relay.db")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+MIGRATIONS: dict[int, list[str]] = {
+    2: ["ALTER TABLE rulehit ADD COLUMN location VARCHAR NOT NULL DEFAULT ''"],
+}
+"""Version → the statements that bring the previous version to it."""
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -87,7 +92,10 @@ def migrate(engine: Engine) -> None:
             raise StorageUnavailable(
                 f"database schema version {current} is newer than this relay ({SCHEMA_VERSION})"
             )
-        # No steps yet: version 1 is the first schema.
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS.get(version, []):
+                session.execute(text(statement))
+            log.info("database schema upgraded to version %s", version)
         if row is None:
             session.add(models.SchemaVersion(id=1, version=SCHEMA_VERSION))
         else:

@@ -131,6 +131,8 @@ class RuleHit(SQLModel, table=True):
     rule_id: str
     action: str
     detail: str = ""
+    location: str = ""
+    """Where in the message: subject, text body, HTML body, header X, an attachment."""
 
 
 class Delivery(SQLModel, table=True):

@@ -25,7 +25,8 @@ from relay.compose import MalformedMessage, Party, UnsafeMessage, compose
 from relay.config import RelayConfig
 from relay.db import Database
 from relay.dsn import read_dsn
-from relay.filters import Action, FilterInput, Role, RuleSet, Verdict, evaluate
+from relay.filters import Action, Role, RuleSet, Verdict, evaluate
+from relay.filters import actions as filter_actions
 from relay.models import Conversation, Direction, Message, MessageStatus, RuleHit, utcnow
 from relay.models import Party as Side
 from relay.notices import create_notice, optout_reason
@@ -111,9 +112,7 @@ class Pipeline:
             return [Verdict() for _ in items]
 
         def run() -> list[Verdict]:
-            return [
-                evaluate(rules, FilterInput(copy.message, _role(route))) for route, copy in items
-            ]
+            return [evaluate(rules, copy.message, _role(route)) for route, copy in items]
 
         future = self._filter_pool.submit(run)
         try:
@@ -161,7 +160,6 @@ class Pipeline:
         envelope_from: str,
         received_path: str,
     ) -> Outcome:
-        cfg = self.config
         message = Message(
             conversation_id=route.conversation_id,
             direction=route.direction,
@@ -193,7 +191,19 @@ class Pipeline:
             message.status = MessageStatus.QUARANTINED
             message.status_reason = f"rule {deciding.rule_id}"
             session.add(message)
+            log.info("message %s quarantined (rule %s)", message.id, deciding.rule_id)
             return Outcome(message.id, message.status.value)
+        return self._deliver_unless_opted_out(session, route, parsed, message, verdict)
+
+    def _deliver_unless_opted_out(
+        self,
+        session: Session,
+        route: store.Route,
+        parsed: ParsedMail,
+        message: Message,
+        verdict: Verdict,
+    ) -> Outcome:
+        cfg = self.config
         if self._blocked_by_optout(session, route, parsed):
             return self._not_delivered(
                 session,
@@ -202,6 +212,9 @@ class Pipeline:
                 "buyer opted out",
                 why=optout_reason(cfg),
             )
+        changes = filter_actions.apply(parsed.message, verdict, marketplace=cfg.marketplace.name)
+        if changes:
+            log.info("message %s: %s", message.id, "; ".join(changes))
         return self._deliver(session, route, parsed, message)
 
     def _blocked_by_optout(self, session: Session, route: store.Route, parsed: ParsedMail) -> bool:
@@ -308,6 +321,66 @@ class Pipeline:
         log.info("message %s queued for conversation %s", message.id, route.conversation_id)
         return Outcome(message.id, message.status.value)
 
+    # --- quarantine: an admin's decision ------------------------------------
+
+    def release(self, session: Session, message_id: int) -> Outcome:
+        """Deliver a quarantined message as an admin decided.
+
+        The message as received is filtered again with the current rules, so that
+        ``strip`` and ``redact`` still apply; ``reject`` and ``quarantine`` hits no
+        longer hold it (the admin has overruled them).  An opted-out buyer still
+        does not get it.  The caller commits.
+        """
+        message = self._quarantined(session, message_id)
+        if message.received_path is None or message.conversation_id is None:
+            raise store.DirectoryError(f"message {message_id} has no archived copy to release")
+        raw = self.archive.read(message.received_path)
+        conv = session.get(Conversation, message.conversation_id)
+        assert conv is not None
+        to_seller = message.direction is Direction.BUYER_TO_SELLER
+        token = conv.seller_token if to_seller else conv.buyer_token
+        try:
+            route = store.route(
+                session, token, message.envelope_from, domain=self.config.marketplace.domain
+            )
+        except Rejected as exc:
+            raise store.DirectoryError(
+                f"message {message_id} cannot be released: {exc.reply.text}"
+            ) from None
+        parsed = parse(raw, hostname=self.config.smtp.hostname, max_hops=10**6)
+        verdict = evaluate(self.rules, parsed.message, _role(route))
+        verdict = Verdict(
+            tuple(h for h in verdict.hits if h.action < Action.QUARANTINE), verdict.redact_marker
+        )
+        message.status = MessageStatus.QUEUED
+        message.status_reason = "released from quarantine"
+        message.updated_at = utcnow()
+        return self._deliver_unless_opted_out(session, route, parsed, message, verdict)
+
+    def reject_quarantined(self, session: Session, message_id: int) -> Outcome:
+        """Refuse a quarantined message: the sender gets the notice of the rule that
+        held it."""
+        message = self._quarantined(session, message_id)
+        rule_id = message.status_reason.removeprefix("rule ")
+        rule = next((r for r in self.rules.rules if r.id == rule_id), None)
+        why = (rule.notice if rule else "") or (
+            f"It breaks the marketplace's messaging rules ({rule_id})."
+        )
+        message.updated_at = utcnow()
+        reason = f"{message.status_reason}, by an admin"
+        return self._not_delivered(session, message, MessageStatus.REJECTED, reason, why=why)
+
+    @staticmethod
+    def _quarantined(session: Session, message_id: int) -> Message:
+        message = session.get(Message, message_id, with_for_update=True)
+        if message is None:
+            raise store.DirectoryError(f"no message with id {message_id}")
+        if message.status is not MessageStatus.QUARANTINED:
+            raise store.DirectoryError(
+                f"message {message_id} is {message.status.value}, not quarantined"
+            )
+        return message
+
     @staticmethod
     def _record_hits(session: Session, message_id: int, verdict: Verdict) -> None:
         for hit in verdict.hits:
@@ -317,6 +390,7 @@ class Pipeline:
                     rule_id=hit.rule_id,
                     action=hit.action.label,
                     detail=hit.detail[:1000],
+                    location=hit.where[:200],
                 )
             )
 

@@ -29,7 +29,7 @@ import logging
 import quopri
 import re
 import secrets
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from email.header import decode_header, make_header
 from email.headerregistry import (
@@ -327,9 +327,22 @@ def rewrite_text_part(
     text, _exact = decoded
     if not (always or amap.found_in(text)):
         return False
-    new = amap.replace_all(text)
+    set_part_text(part, amap.replace_all(text), subtype=subtype, rename=amap.replace_all)
+    return True
+
+
+def set_part_text(
+    part: EmailMessage,
+    new: str,
+    *,
+    subtype: str | None = None,
+    rename: Callable[[str], str] = lambda value: value,
+) -> None:
+    """Replace the text of a (leaf) part, re-encoded as UTF-8, keeping its
+    disposition, file name, Content-ID and other descriptive headers; ``rename``
+    is applied to the file name and the Content-Type parameters."""
     params = {  # format=flowed, method=REQUEST...: only a text type's own mean anything
-        k: amap.replace_all(email.utils.collapse_rfc2231_value(v))
+        k: rename(email.utils.collapse_rfc2231_value(v))
         for k, v in part.get_params(header="content-type", failobj=[])[1:]
         if k not in ("charset", "boundary") and part.get_content_maintype() == "text"
     }
@@ -352,7 +365,7 @@ def rewrite_text_part(
         subtype=subtype,
         charset="utf-8",
         disposition=disposition,
-        filename=amap.replace_all(filename) if filename else None,
+        filename=rename(filename) if filename else None,
         cid=str(cid) if cid else None,
         params=params or None,
     )
@@ -360,7 +373,6 @@ def rewrite_text_part(
         set_header(part, name, value)
     if not had_mime_version:  # set_content adds one, which belongs on the message only
         del part["MIME-Version"]
-    return True
 
 
 def _raw_items(part: Message) -> list[tuple[str, str]]:

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import pytest
 
 from relay.config import RelayConfig, load_config
-from relay.filters import Action, FilterInput, Role, load_rules
+from relay.filters import Action, MessageView, Role, load_rules
 from relay.yamlload import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -355,8 +355,8 @@ class Contains:
     kind: ClassVar[str] = "contains"
     words: tuple[str, ...]
 
-    def find(self, item: FilterInput, /) -> list[str]:
-        text = str(item.message.get_content()).lower()
+    def find(self, view: MessageView, /) -> list[str]:
+        text = str(view.message.get_content()).lower()
         return [w for w in self.words if w in text]
 
 
@@ -473,7 +473,7 @@ def test_bad_rules_file(tmp_path: Path, text: str, expected: str) -> None:
 
 
 def test_without_a_registry_every_kind_is_unknown(tmp_path: Path) -> None:
-    # The real registry (MATCHERS and the relay.matchers plugins) knows no "zzz".
+    # The real registry (the relay's kinds and the relay.filters plugins) knows no "zzz".
     path = write(tmp_path / "f.yaml", "rules:\n  - id: a\n    match: {zzz: 1}\n    action: flag\n")
     with pytest.raises(ConfigError) as exc:
         load_rules(path)

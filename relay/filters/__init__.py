@@ -5,15 +5,17 @@ A filter stage runs between token resolution and archiving.  Rules come from
 (which the admin chose).  The most severe action among the hits wins.
 """
 
-from relay.filters.base import Action, FilterInput, Hit, Matcher, Role, Rule, RuleSet, Verdict
+from relay.filters.base import Action, Finding, Hit, Matcher, Role, Rule, RuleSet, Verdict
 from relay.filters.engine import evaluate
 from relay.filters.loader import load_rules
+from relay.filters.view import MessageView
 
 __all__ = [
     "Action",
-    "FilterInput",
+    "Finding",
     "Hit",
     "Matcher",
+    "MessageView",
     "Role",
     "Rule",
     "RuleSet",

@@ -1,11 +1,21 @@
-"""Types of the filter stage: detection (Matcher) kept apart from action (Rule)."""
+"""Types of the filter stage: detection (Matcher) kept apart from action (Rule).
+
+A matcher only says what it found and where; the admin's rule decides what
+happens.  Two optional abilities let a matcher take part in the actions that
+change a message: ``redact`` (replace matched text) and ``strip_html`` (drop
+elements of an HTML body); findings that name a ``part`` can be stripped by any
+matcher.
+"""
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from email.message import EmailMessage
-from typing import ClassVar, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from relay.filters.view import MessageView
 
 
 class Action(enum.IntEnum):
@@ -28,18 +38,35 @@ class Role(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class FilterInput:
-    """What a matcher may look at: the parsed message and who sent it."""
+class Finding:
+    """One thing a matcher found."""
 
-    message: EmailMessage
-    role: Role
+    detail: str
+    """What matched, for the archive: ``keyword "khuyến mãi"``, ``link to evil.com``."""
+    where: str = ""
+    """Where: ``subject``, ``text body``, ``HTML body``, ``header X-Foo``, an attachment."""
+    part: int | None = None
+    """The offending MIME part (``message.walk()`` order), for ``strip``."""
 
 
 class Matcher(Protocol):
-    kind: ClassVar[str]
+    """What a match kind provides: ``find``.  Pure, synchronous, thread-safe."""
 
-    def find(self, item: FilterInput, /) -> list[str]:
-        """Descriptions of what matched (empty: no match). Pure and synchronous."""
+    def find(self, view: MessageView, /) -> Iterable[Finding | str]: ...
+
+
+@runtime_checkable
+class Redacting(Protocol):
+    def redact(self, text: str, marker: str, /) -> str:
+        """``text`` with every match replaced by ``marker``."""
+        ...
+
+
+@runtime_checkable
+class HtmlStripping(Protocol):
+    def strip_html(self, source: str, note: str, /) -> tuple[str, set[str]]:
+        """The HTML without the offending elements (each replaced by ``note``), and
+        the Content-IDs they referenced (``cid:`` images to remove with them)."""
         ...
 
 
@@ -55,21 +82,41 @@ class Rule:
 
 @dataclass(frozen=True, slots=True)
 class Hit:
-    rule_id: str
-    action: Action
-    detail: str
-    notice: str = ""
+    rule: Rule
+    finding: Finding
+
+    @property
+    def rule_id(self) -> str:
+        return self.rule.id
+
+    @property
+    def action(self) -> Action:
+        return self.rule.action
+
+    @property
+    def notice(self) -> str:
+        return self.rule.notice
+
+    @property
+    def detail(self) -> str:
+        return self.finding.detail
+
+    @property
+    def where(self) -> str:
+        return self.finding.where
 
 
 @dataclass(frozen=True, slots=True)
 class RuleSet:
     rules: tuple[Rule, ...] = ()
     source: str = ""
+    redact_marker: str = "[redacted]"
 
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
     hits: tuple[Hit, ...] = field(default_factory=tuple)
+    redact_marker: str = "[redacted]"
 
     @property
     def action(self) -> Action | None:
@@ -80,3 +127,6 @@ class Verdict:
         """The first hit with the winning action: its notice text is the one sent."""
         action = self.action
         return next((h for h in self.hits if h.action is action), None)
+
+    def acting(self, action: Action) -> list[Hit]:
+        return [h for h in self.hits if h.action is action]

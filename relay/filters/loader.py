@@ -1,29 +1,23 @@
 """Loads ``filters.yaml`` into a RuleSet; refuses a bad file with file, line and problem.
 
-Match kinds come from a registry: ``MATCHERS``, filled by the relay's own match
-modules, and the ``relay.matchers`` entry-point group, through which a plugin adds
-a kind without editing the relay (SPEC §5).  A rule naming a kind nobody
-registered is an error, so a typo never silently disables a rule.
+Every problem in the file is reported at once (``relay check-config`` prints
+them all), each as ``file:line: rules[i].setting: problem``.  A rule naming a
+kind nobody registered is an error, so a typo never silently disables a rule,
+and so is an action its match kind cannot carry out (``redact`` needs text to
+replace, ``strip`` a part or an HTML element to remove).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from importlib.metadata import entry_points
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from relay.filters.base import Action, Matcher, Role, Rule, RuleSet
+from relay.filters.base import Action, HtmlStripping, Redacting, Role, Rule, RuleSet
+from relay.filters.registry import MatcherFactory, find_factory, known_kinds
 from relay.yamlload import ConfigError, describe_validation_error, line_of, read_yaml
-
-MatcherFactory = Callable[[Any], Matcher]
-MATCHERS: dict[str, MatcherFactory] = {}
-"""Match kind → factory taking the rule's ``match`` value. Filled by the match modules."""
-
-ENTRY_POINT_GROUP = "relay.matchers"
-"""Plugins: an entry point named after the match kind, pointing at its factory."""
 
 
 class _Strict(BaseModel):
@@ -46,34 +40,17 @@ class RuleSpec(_Strict):
 
 
 class RulesFile(_Strict):
+    redact_marker: Annotated[str, Field(min_length=1)] = "[redacted]"
+    """What replaces matched text under ``action: redact``."""
     rules: list[Any] | None = None
     """Each item is validated as a RuleSpec on its own, so every bad rule is reported."""
-
-
-def _plugin_kinds() -> set[str]:
-    return {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
-
-
-def _find_factory(
-    kind: str, registry: Mapping[str, MatcherFactory], plugins: bool
-) -> MatcherFactory | None:
-    """The factory for ``kind``; raises whatever a broken plugin raises on import."""
-    factory = registry.get(kind)
-    if factory is not None or not plugins:
-        return factory
-    for ep in entry_points(group=ENTRY_POINT_GROUP, name=kind):
-        loaded: MatcherFactory = ep.load()
-        return loaded
-    return None
 
 
 def load_rules(path: Path, *, matchers: Mapping[str, MatcherFactory] | None = None) -> RuleSet:
     """Raises ConfigError listing every problem in the file.
 
-    ``matchers`` replaces the registry (``MATCHERS`` and the plugins) when given.
+    ``matchers`` replaces the registry (the relay's kinds and the plugins) when given.
     """
-    registry = MATCHERS if matchers is None else matchers
-    plugins = matchers is None
     data, node = read_yaml(path)
     if data is None:
         data = {}
@@ -110,7 +87,7 @@ def load_rules(path: Path, *, matchers: Mapping[str, MatcherFactory] | None = No
         ((kind, value),) = item.match.items()
         at = f"{path}:{line_of(node, ['rules', i, 'match', kind])}"
         try:
-            factory = _find_factory(kind, registry, plugins)
+            factory = find_factory(kind) if matchers is None else matchers.get(kind)
         except Exception as exc:
             problems.append(
                 f"{at}: rules[{i}].match: match kind {kind!r} could not be loaded:"
@@ -118,7 +95,7 @@ def load_rules(path: Path, *, matchers: Mapping[str, MatcherFactory] | None = No
             )
             continue
         if factory is None:
-            known = ", ".join(sorted(set(registry) | (_plugin_kinds() if plugins else set())))
+            known = ", ".join(known_kinds() if matchers is None else sorted(matchers))
             problems.append(
                 f"{at}: rules[{i}].match: unknown match kind {kind!r}"
                 f" (known: {known or 'none registered'})"
@@ -126,12 +103,24 @@ def load_rules(path: Path, *, matchers: Mapping[str, MatcherFactory] | None = No
             continue
         try:
             matcher = factory(value)
+        except ValidationError as exc:
+            problems.extend(
+                describe_validation_error(path, node, exc, prefix=["rules", i, "match", kind])
+            )
+            continue
         except (ValueError, TypeError) as exc:
             problems.append(f"{at}: rules[{i}].match.{kind}: {exc}")
             continue
         except Exception as exc:
             # A plugin's own error type (re.error, say) is still a problem with this rule.
             problems.append(f"{at}: rules[{i}].match.{kind}: {type(exc).__name__}: {exc}")
+            continue
+        action = Action[item.action.upper()]
+        unable = _unable(matcher, action, kind)
+        if unable:
+            problems.append(
+                f"{path}:{line_of(node, ['rules', i, 'action'])}: rules[{i}].action: {unable}"
+            )
             continue
         roles = frozenset(Role) if item.applies_to == "both" else frozenset({Role(item.applies_to)})
         rules.append(
@@ -140,10 +129,23 @@ def load_rules(path: Path, *, matchers: Mapping[str, MatcherFactory] | None = No
                 description=item.description,
                 applies_to=roles,
                 matcher=matcher,
-                action=Action[item.action.upper()],
+                action=action,
                 notice=item.notice,
             )
         )
     if problems:
         raise ConfigError(problems)
-    return RuleSet(tuple(rules), source=str(path))
+    return RuleSet(tuple(rules), source=str(path), redact_marker=spec.redact_marker)
+
+
+def _unable(matcher: object, action: Action, kind: str) -> str:
+    """Why ``matcher`` cannot carry out ``action``, or ""."""
+    if action is Action.REDACT and not isinstance(matcher, Redacting):
+        return f"match kind {kind!r} finds no text to redact: use reject, quarantine, strip or flag"
+    finds_parts = getattr(matcher, "finds_parts", False) is True
+    if action is Action.STRIP and not finds_parts and not isinstance(matcher, HtmlStripping):
+        return (
+            f"match kind {kind!r} finds no part to strip (strip removes attachments and"
+            " linked images): use reject, quarantine, redact or flag"
+        )
+    return ""

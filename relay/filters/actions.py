@@ -1,0 +1,153 @@
+"""Carrying out ``strip`` and ``redact`` on a message about to be delivered.
+
+``reject`` and ``quarantine`` decide a message's fate and are the pipeline's
+business; ``strip`` and ``redact`` change what is delivered.  When a message is
+delivered, every strip and redact hit is carried out, not only the winning
+action's: a message with a forbidden attachment *and* a redactable link has the
+attachment removed and the link redacted.
+
+Runs before the message is tokenized, so nothing added here (a file name in a
+note, say) can carry a real address to the recipient.
+"""
+
+from __future__ import annotations
+
+import html
+from email.message import EmailMessage, Message
+
+from relay.filters.base import Action, Hit, HtmlStripping, Matcher, Redacting, Verdict
+from relay.filters.html import LINK_ATTRS, Attrs, build_tag
+from relay.filters.html import rewrite as rewrite_html
+from relay.filters.view import is_body, part_text
+from relay.parse import header_text
+from relay.tokenizer import set_header, set_part_text
+
+IMAGE_NOTE = "[image removed]"
+
+
+def apply(message: EmailMessage, verdict: Verdict, *, marketplace: str) -> list[str]:
+    """Strip and redact in place; returns what was done, one line per change."""
+    done = _strip(message, verdict.acting(Action.STRIP), marketplace)
+    done += _redact(message, verdict.acting(Action.REDACT), verdict.redact_marker)
+    return done
+
+
+def _strip(message: EmailMessage, hits: list[Hit], marketplace: str) -> list[str]:
+    if not hits:
+        return []
+    done: list[str] = []
+    parts = list(message.walk())
+    remove: dict[int, Hit] = {}
+    for hit in hits:
+        if hit.finding.part is not None and 0 <= hit.finding.part < len(parts):
+            remove.setdefault(hit.finding.part, hit)
+    cids: set[str] = set()
+    for matcher in _unique(
+        [h.rule.matcher for h in hits if isinstance(h.rule.matcher, HtmlStripping)]
+    ):
+        assert isinstance(matcher, HtmlStripping)
+        for part in parts:
+            if is_body(part) and part.get_content_subtype() == "html":
+                assert isinstance(part, EmailMessage)
+                source = part_text(part)
+                new, found = matcher.strip_html(source, html.escape(IMAGE_NOTE))
+                if new != source:
+                    set_part_text(part, new)
+                    done.append("linked image removed from the HTML body")
+                cids |= found
+    if cids:
+        hit = next(h for h in hits if isinstance(h.rule.matcher, HtmlStripping))
+        for index, part in enumerate(parts):
+            if str(part.get("Content-ID", "")).strip().strip("<>") in cids:
+                remove.setdefault(index, hit)
+    parents = _parents(message)
+    for index, hit in sorted(remove.items()):
+        part = parts[index]
+        label = hit.where or "a part"
+        note = (
+            f"[{marketplace} removed {label} from this message:"
+            f" {hit.rule.description or hit.detail}]\n"
+        )
+        _replace(message, parents, part, note)
+        done.append(f"removed {label} (rule {hit.rule_id})")
+    return done
+
+
+def _parents(message: Message) -> dict[int, Message]:
+    out: dict[int, Message] = {}
+    for part in message.walk():
+        if part.is_multipart():
+            payload = part.get_payload()
+            assert isinstance(payload, list)
+            for child in payload:
+                out[id(child)] = part
+    return out
+
+
+def _replace(message: EmailMessage, parents: dict[int, Message], part: Message, note: str) -> None:
+    """Put a short text note where ``part`` was."""
+    parent = parents.get(id(part))
+    if parent is None:  # the message itself is the offending part
+        assert part is message
+        for name in [n for n in message if n.lower().startswith("content-")]:
+            del message[name]
+        message.set_content(note, charset="utf-8")
+        return
+    replacement = EmailMessage()
+    replacement.set_content(note, charset="utf-8", disposition="inline")
+    del replacement["MIME-Version"]
+    payload = parent.get_payload()
+    assert isinstance(payload, list)
+    payload[payload.index(part)] = replacement
+
+
+def _redact(message: EmailMessage, hits: list[Hit], marker: str) -> list[str]:
+    redactors = [m for m in _unique([h.rule.matcher for h in hits]) if isinstance(m, Redacting)]
+    if not redactors:
+        return []
+    changed = False
+
+    def redact(text: str) -> str:
+        nonlocal changed
+        new = text
+        for r in redactors:
+            new = r.redact(new, marker)
+        changed = changed or new != text
+        return new
+
+    def on_tag(tag: str, attrs: Attrs, _link: str | None) -> str | None:
+        attr = LINK_ATTRS.get(tag)
+        if not attr or not any(k == attr and v and redact(v) != v for k, v in attrs):
+            return None
+        return build_tag(tag, [(k, v) for k, v in attrs if k != attr])  # the link goes
+
+    done: list[str] = []
+    if any(k.lower() == "subject" for k, _v in message.raw_items()):
+        changed = False
+        subject = redact(header_text(message, "Subject"))
+        if changed:
+            del message["Subject"]
+            set_header(message, "Subject", subject)
+            done.append("redacted the subject")
+    for part in message.walk():
+        if not is_body(part):
+            continue
+        assert isinstance(part, EmailMessage)
+        source = part_text(part)
+        is_html = part.get_content_subtype() == "html"
+        changed = False
+        new = rewrite_html(source, on_text=redact, on_tag=on_tag) if is_html else redact(source)
+        if changed:  # HTML is re-serialised: only a real redaction is worth re-encoding
+            set_part_text(
+                part, new, subtype=None if part.get_content_maintype() == "text" else "plain"
+            )
+            done.append(f"redacted the {'HTML' if is_html else 'text'} body")
+    return done
+
+
+def _unique(items: list[Matcher]) -> list[Matcher]:
+    out: list[Matcher] = []
+    for item in items:
+        if not any(item is seen for seen in out):
+            out.append(item)
+    return out

@@ -1,0 +1,55 @@
+"""Settings parsing shared by the match kinds: small, strict, with clear errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+TEXT_PLACES = ("subject", "body")
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def places(view_texts: list[tuple[str, str]], where: tuple[str, ...]) -> list[tuple[str, str]]:
+    """The (where, text) pairs a rule limited to ``where`` looks at."""
+    want_subject = "subject" in where
+    want_body = "body" in where
+    return [
+        (w, t)
+        for w, t in view_texts
+        if (w == "subject" and want_subject) or (w != "subject" and want_body)
+    ]
+
+
+def as_mapping(value: Any, key: str) -> Any:
+    """A bare list (or string) is shorthand for ``{key: value}``."""
+    if isinstance(value, str):
+        return {key: [value]}
+    if isinstance(value, list):
+        return {key: value}
+    return value
+
+
+def excerpt(text: str, limit: int = 80) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def replace_spans(text: str, spans: list[tuple[int, int]], marker: str) -> str:
+    """``text`` with each (merged) span replaced by ``marker``."""
+    if not spans:
+        return text
+    out: list[str] = []
+    pos = 0
+    for start, end in sorted(spans):
+        if end <= pos:
+            continue
+        start = max(start, pos)
+        out.append(text[pos:start])
+        out.append(marker)
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)

@@ -1,0 +1,137 @@
+"""One message as the filter rules see it: what its reader would see.
+
+Built once per message and shared by every rule: the decoded subject and
+headers, each text body (HTML bodies also as visible text, links and linked
+images) and each attachment's decoded bytes.  Parts are numbered in
+``message.walk()`` order, which is how a rule's finding points at the part that
+``strip`` removes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from email.message import EmailMessage, Message
+from functools import cached_property
+
+from relay.filters.base import Role
+from relay.filters.html import HtmlScan, scan
+from relay.parse import header_text
+from relay.tokenizer import (
+    decode_encoded_messages,
+    decode_header_text,
+    shown_as_text,
+    text_decodings,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TextBody:
+    index: int
+    html: bool
+    source: str
+    """The decoded part: plain text, or the HTML markup."""
+
+    @property
+    def where(self) -> str:
+        return "HTML body" if self.html else "text body"
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    index: int
+    filename: str
+    declared: str
+    """The Content-Type the sender declared (never trusted, only compared)."""
+    data: bytes
+    inline: bool
+
+    @property
+    def label(self) -> str:
+        return f'attachment "{self.filename}"' if self.filename else f"inline {self.declared} part"
+
+
+class MessageView:
+    """Lazily computed views of one message; matchers read, never modify, it."""
+
+    def __init__(self, message: EmailMessage, role: Role) -> None:
+        decode_encoded_messages(message)  # base64 message/rfc822: its parts count too
+        self.message = message
+        self.role = role
+        self.parts: list[Message] = list(message.walk())
+
+    @cached_property
+    def subject(self) -> str:
+        return header_text(self.message, "Subject")
+
+    @cached_property
+    def headers(self) -> list[tuple[str, str]]:
+        """Top-level headers, decoded (RFC 2047), in order; never raises."""
+        return [
+            (str(name), " ".join(decode_header_text(str(value)).split()))
+            for name, value in self.message.raw_items()
+        ]
+
+    @cached_property
+    def bodies(self) -> list[TextBody]:
+        out: list[TextBody] = []
+        for index, part in enumerate(self.parts):
+            if is_body(part):
+                out.append(TextBody(index, part.get_content_subtype() == "html", part_text(part)))
+        return out
+
+    @cached_property
+    def attachments(self) -> list[Attachment]:
+        out: list[Attachment] = []
+        for index, part in enumerate(self.parts):
+            if part.is_multipart() or is_body(part) or part.get_content_maintype() == "message":
+                continue
+            payload = part.get_payload(decode=True)
+            data = payload if isinstance(payload, bytes) else b""
+            out.append(
+                Attachment(
+                    index=index,
+                    filename=_filename(part),
+                    declared=part.get_content_type(),
+                    data=data,
+                    inline=part.get_content_disposition() != "attachment",
+                )
+            )
+        return out
+
+    def html(self, body: TextBody) -> HtmlScan:
+        return self._scans[body.index]
+
+    @cached_property
+    def _scans(self) -> dict[int, HtmlScan]:
+        return {b.index: scan(b.source) for b in self.bodies if b.html}
+
+    def texts(self) -> list[tuple[str, str]]:
+        """(where, text) for the subject and each body as its reader sees it."""
+        out = [("subject", self.subject)]
+        for body in self.bodies:
+            out.append((body.where, self.html(body).text if body.html else body.source))
+        return out
+
+
+def is_body(part: Message) -> bool:
+    """A text part shown as the message itself, not offered as a file."""
+    if part.is_multipart() or not shown_as_text(part):
+        return False
+    return part.get_content_disposition() != "attachment" and not part.get_filename()
+
+
+def part_text(part: Message) -> str:
+    """The part's text in the first decoding a mail client would use."""
+    payload = part.get_payload(decode=True)
+    if isinstance(payload, bytes):
+        return next(text_decodings(payload, part.get_content_charset()))[0]
+    raw = part.get_payload()
+    return raw if isinstance(raw, str) else ""
+
+
+def _filename(part: Message) -> str:
+    try:
+        name = part.get_filename()
+    except Exception:  # a malformed RFC 2231 parameter
+        name = None
+    return " ".join(decode_header_text(name).split()) if name else ""
