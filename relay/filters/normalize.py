@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
+
+import regex
 
 _EXTRA_FOLDS = str.maketrans({"đ": "d", "ð": "d", "ħ": "h", "\u0131": "i", "ł": "l", "ø": "o"})
 """Letters with a stroke do not decompose into base + mark; Vietnamese đ matters most."""
@@ -35,6 +38,26 @@ class Folded:
         if self.starts is None or self.ends is None:
             return start, end
         return self.starts[start], self.ends[end - 1]
+
+
+_FORMAT = regex.compile(r"\p{Cf}+")
+_MARKS = regex.compile(r"\p{M}+")
+
+
+def fold_text(text: str, *, diacritics: bool) -> str:
+    """The folded text without the map back: whole-string operations, in C.
+
+    Used to find out cheaply whether a rule matches at all; only a message that
+    matches pays for ``fold`` (a Python loop over the text) to locate the match.
+    It removes at least what ``fold`` removes, so it never misses a match.
+    """
+    if text.isascii():
+        return text.lower()
+    s = _FORMAT.sub("", unicodedata.normalize("NFKC", text).casefold())
+    if diacritics:
+        s = _MARKS.sub("", unicodedata.normalize("NFD", s))
+        s = unicodedata.normalize("NFC", s.translate(_EXTRA_FOLDS))
+    return s
 
 
 def fold_word(text: str, *, diacritics: bool) -> str:
@@ -61,6 +84,7 @@ def fold(text: str, *, diacritics: bool) -> Folded:
     return Folded("".join(out), tuple(starts), tuple(ends))
 
 
+@lru_cache(maxsize=4096)
 def _fold_cluster(cluster: str, diacritics: bool) -> str:
     if unicodedata.category(cluster[0]) == "Cf":  # zero-width space, soft hyphen, bidi marks
         return ""

@@ -138,13 +138,10 @@ def find_urls(text: str) -> list[FoundUrl]:
         found.append(FoundUrl(start, end, text[start:end], host))
 
     for m in _SCHEME_URL.finditer(text):
-        host = host_of(m.group("rest"))
-        if host:  # sentence punctuation after a link is not part of it
-            add(
-                m.start(),
-                m.end() - (len(m.group("rest")) - len(m.group("rest").rstrip(".,;:!?"))),
-                host,
-            )
+        rest = _trim(m.group("rest"))
+        host = host_of(rest)
+        if host:
+            add(m.start(), m.start("rest") + len(rest), host)
     for m in _WWW_URL.finditer(text):
         add(m.start(), m.end(), normalize_host(m.group("host")))
     for m in _BARE.finditer(text):
@@ -153,6 +150,18 @@ def find_urls(text: str) -> list[FoundUrl]:
             add(m.start(), m.end(), normalize_host(m.group("host")))
     found.sort(key=lambda f: f.start)
     return found
+
+
+def _trim(rest: str) -> str:
+    """Sentence punctuation after a link, and a closing bracket around it, are not
+    part of it."""
+    while rest and (
+        rest[-1] in ".,;:!?'\""
+        or (rest[-1] == ")" and rest.count("(") < rest.count(")"))
+        or (rest[-1] == "]" and rest.count("[") < rest.count("]"))
+    ):
+        rest = rest[:-1]
+    return rest
 
 
 def host_of(rest: str) -> str:

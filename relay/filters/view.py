@@ -58,6 +58,7 @@ class MessageView:
         self.message = message
         self.role = role
         self.parts: list[Message] = list(message.walk())
+        self.infos = [PartInfo.of(part) for part in self.parts]
 
     @cached_property
     def subject(self) -> str:
@@ -74,26 +75,26 @@ class MessageView:
     @cached_property
     def bodies(self) -> list[TextBody]:
         out: list[TextBody] = []
-        for index, part in enumerate(self.parts):
-            if is_body(part):
-                out.append(TextBody(index, part.get_content_subtype() == "html", part_text(part)))
+        for index, (part, info) in enumerate(zip(self.parts, self.infos, strict=True)):
+            if info.body:
+                out.append(TextBody(index, info.ctype == "text/html", part_text(part)))
         return out
 
     @cached_property
     def attachments(self) -> list[Attachment]:
         out: list[Attachment] = []
-        for index, part in enumerate(self.parts):
-            if part.is_multipart() or is_body(part) or part.get_content_maintype() == "message":
+        for index, (part, info) in enumerate(zip(self.parts, self.infos, strict=True)):
+            if info.multipart or info.body or info.ctype.startswith("message/"):
                 continue
             payload = part.get_payload(decode=True)
             data = payload if isinstance(payload, bytes) else b""
             out.append(
                 Attachment(
                     index=index,
-                    filename=_filename(part),
-                    declared=part.get_content_type(),
+                    filename=info.filename,
+                    declared=info.ctype,
                     data=data,
-                    inline=part.get_content_disposition() != "attachment",
+                    inline=info.disposition != "attachment",
                 )
             )
         return out
@@ -113,11 +114,31 @@ class MessageView:
         return out
 
 
+@dataclass(frozen=True, slots=True)
+class PartInfo:
+    """A part's MIME headers, read once: the ``email`` package parses them anew on
+    every access, which was most of the filter stage's cost on small messages."""
+
+    ctype: str
+    disposition: str | None
+    filename: str
+    multipart: bool
+    body: bool
+
+    @classmethod
+    def of(cls, part: Message) -> PartInfo:
+        filename = _filename(part)
+        disposition = part.get_content_disposition()
+        multipart = part.is_multipart()
+        body = (
+            not multipart and shown_as_text(part) and disposition != "attachment" and not filename
+        )
+        return cls(part.get_content_type(), disposition, filename, multipart, body)
+
+
 def is_body(part: Message) -> bool:
     """A text part shown as the message itself, not offered as a file."""
-    if part.is_multipart() or not shown_as_text(part):
-        return False
-    return part.get_content_disposition() != "attachment" and not part.get_filename()
+    return PartInfo.of(part).body
 
 
 def part_text(part: Message) -> str:

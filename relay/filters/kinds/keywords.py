@@ -25,7 +25,7 @@ from pydantic import Field
 
 from relay.filters.base import Finding
 from relay.filters.kinds.common import Settings, as_mapping, excerpt, places, replace_spans
-from relay.filters.normalize import fold, fold_word
+from relay.filters.normalize import fold, fold_text, fold_word
 from relay.filters.registry import register
 from relay.filters.view import MessageView
 
@@ -47,28 +47,51 @@ def _pattern(word: str, diacritics: bool) -> str:
     return (r"\w*" if head else r"(?<!\w)") + body + (r"\w*" if tail else r"(?!\w)")
 
 
+_WORD = re.compile(r"\w+")
+
+
 class Keywords:
+    """Keywords indexed by their first word: the text is split into words once and
+    only keywords starting with one of them are tried there, which is several
+    times faster than one big alternation tried at every position."""
+
     def __init__(self, settings: KeywordSettings) -> None:
         if not settings.words:
             raise ValueError("give at least one keyword")
         self.diacritics = settings.fold_diacritics
         self.where = tuple(settings.in_)
-        self.words = list(settings.words)
-        self.patterns = [re.compile(_pattern(w, self.diacritics)) for w in self.words]
-        self.combined = re.compile("|".join(f"(?:{p.pattern})" for p in self.patterns))
+        self.by_first_word: dict[str, list[tuple[str, re.Pattern[str]]]] = {}
+        others: list[tuple[str, re.Pattern[str]]] = []
+        for word in settings.words:
+            pattern = re.compile(_pattern(word, self.diacritics))
+            folded = fold_word(word.strip(), diacritics=self.diacritics)
+            first = _WORD.match(folded)
+            if first and not folded.startswith("*") and not folded[first.end() :].startswith("*"):
+                self.by_first_word.setdefault(first[0], []).append((word, pattern))
+            else:  # a wildcard or punctuation first: tried everywhere
+                others.append((word, pattern))
+        self.others = others
+
+    def _find(self, folded: str) -> Iterator[tuple[str, int, int]]:
+        """(keyword, start, end) of the matches in already folded text."""
+        if self.by_first_word:
+            for m in _WORD.finditer(folded):
+                for word, pattern in self.by_first_word.get(m[0], ()):
+                    found = pattern.match(folded, m.start())
+                    if found:
+                        yield word, found.start(), found.end()
+        for word, pattern in self.others:
+            for found in pattern.finditer(folded):
+                if found.end() > found.start():
+                    yield word, found.start(), found.end()
 
     def _matches(self, text: str) -> Iterator[tuple[str, int, int]]:
         """(keyword, original start, original end) for every match in ``text``."""
+        if next(self._find(fold_text(text, diacritics=self.diacritics)), None) is None:
+            return  # the common case, decided without the offset map
         folded = fold(text, diacritics=self.diacritics)
-        for m in self.combined.finditer(folded.text):
-            if m.end() == m.start():
-                continue
-            word = next(
-                (w for w, p in zip(self.words, self.patterns, strict=True) if p.fullmatch(m[0])),
-                m[0],
-            )
-            start, end = folded.span(m.start(), m.end())
-            yield word, start, end
+        for word, start, end in self._find(folded.text):
+            yield (word, *folded.span(start, end))
 
     def find(self, view: MessageView) -> Iterator[Finding]:
         for where, text in places(view.texts(), self.where):

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from typing import Any, Literal
 
 import regex
-from pydantic import Field
+from pydantic import Field, TypeAdapter
 
 from relay.filters.base import Finding
 from relay.filters.kinds.common import Settings, as_mapping, excerpt, places, replace_spans
@@ -129,5 +129,9 @@ def regex_kind(value: Any) -> Regex:
 
 @register("header")
 def header_kind(value: Any) -> Header:
-    items = value if isinstance(value, list) else [value]
-    return Header([HeaderTest.model_validate(item) for item in items])
+    if isinstance(value, list):
+        return Header(_HEADER_TESTS.validate_python(value))
+    return Header([HeaderTest.model_validate(value)])
+
+
+_HEADER_TESTS = TypeAdapter(list[HeaderTest])
