@@ -13,11 +13,12 @@ note, say) can carry a real address to the recipient.
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from email.message import EmailMessage, Message
 
 from relay.filters.base import Action, Hit, HtmlStripping, Matcher, Redacting, Verdict
-from relay.filters.html import LINK_ATTRS, Attrs, build_tag
-from relay.filters.html import rewrite as rewrite_html
+from relay.filters.html import redact as redact_html
+from relay.filters.kinds.common import replace_spans
 from relay.filters.view import is_body, part_text
 from relay.parse import header_text
 from relay.tokenizer import set_header, set_part_text
@@ -55,12 +56,14 @@ def _strip(message: EmailMessage, hits: list[Hit], marketplace: str) -> list[str
                     set_part_text(part, new)
                     done.append("linked image removed from the HTML body")
                 cids |= found
-    if cids:
-        hit = next(h for h in hits if isinstance(h.rule.matcher, HtmlStripping))
-        for index, part in enumerate(parts):
-            if str(part.get("Content-ID", "")).strip().strip("<>") in cids:
-                remove.setdefault(index, hit)
     parents = _parents(message)
+    for part in parts:  # the inline images the removed tags showed go without a note
+        if cids and str(part.get("Content-ID", "")).strip().strip("<>") in cids:
+            parent = parents.get(id(part))
+            payload = parent.get_payload() if parent is not None else None
+            if isinstance(payload, list) and len(payload) > 1:
+                payload.remove(part)
+                done.append("removed the linked image's inline part")
     for index, hit in sorted(remove.items()):
         part = parts[index]
         label = hit.where or "a part"
@@ -98,50 +101,44 @@ def _replace(message: EmailMessage, parents: dict[int, Message], part: Message, 
     del replacement["MIME-Version"]
     payload = parent.get_payload()
     assert isinstance(payload, list)
-    payload[payload.index(part)] = replacement
+    if any(p is part for p in payload):  # not already removed with a linked image
+        payload[payload.index(part)] = replacement
 
 
 def _redact(message: EmailMessage, hits: list[Hit], marker: str) -> list[str]:
     redactors = [m for m in _unique([h.rule.matcher for h in hits]) if isinstance(m, Redacting)]
     if not redactors:
         return []
-    changed = False
 
-    def redact(text: str) -> str:
-        nonlocal changed
-        new = text
-        for r in redactors:
-            new = r.redact(new, marker)
-        changed = changed or new != text
-        return new
+    def finder(where: str) -> Callable[[str], list[tuple[int, int]]]:
+        def spans(text: str) -> list[tuple[int, int]]:
+            return [span for r in redactors for span in r.spans(text, where)]
 
-    def on_tag(tag: str, attrs: Attrs, _link: str | None) -> str | None:
-        attr = LINK_ATTRS.get(tag)
-        if not attr or not any(k == attr and v and redact(v) != v for k, v in attrs):
-            return None
-        return build_tag(tag, [(k, v) for k, v in attrs if k != attr])  # the link goes
+        return spans
 
     done: list[str] = []
     if any(k.lower() == "subject" for k, _v in message.raw_items()):
-        changed = False
-        subject = redact(header_text(message, "Subject"))
-        if changed:
+        subject = header_text(message, "Subject")
+        found = finder("subject")(subject)
+        if found:
             del message["Subject"]
-            set_header(message, "Subject", subject)
+            set_header(message, "Subject", replace_spans(subject, found, marker))
             done.append("redacted the subject")
     for part in message.walk():
         if not is_body(part):
             continue
         assert isinstance(part, EmailMessage)
         source = part_text(part)
-        is_html = part.get_content_subtype() == "html"
-        changed = False
-        new = rewrite_html(source, on_text=redact, on_tag=on_tag) if is_html else redact(source)
-        if changed:  # HTML is re-serialised: only a real redaction is worth re-encoding
-            set_part_text(
-                part, new, subtype=None if part.get_content_maintype() == "text" else "plain"
-            )
-            done.append(f"redacted the {'HTML' if is_html else 'text'} body")
+        new: str | None
+        if part.get_content_subtype() == "html":
+            new = redact_html(source, finder("HTML body"), marker)
+        else:
+            found = finder("text body")(source)
+            new = replace_spans(source, found, marker) if found else None
+        if new is not None:
+            subtype = None if part.get_content_maintype() == "text" else "plain"
+            set_part_text(part, new, subtype=subtype)
+            done.append(f"redacted the {part.get_content_subtype()} body")
     return done
 
 

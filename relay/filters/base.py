@@ -2,7 +2,7 @@
 
 A matcher only says what it found and where; the admin's rule decides what
 happens.  Two optional abilities let a matcher take part in the actions that
-change a message: ``redact`` (replace matched text) and ``strip_html`` (drop
+change a message: ``spans`` (the text ``redact`` replaces) and ``strip_html`` (drop
 elements of an HTML body); findings that name a ``part`` can be stripped by any
 matcher.
 """
@@ -57,8 +57,9 @@ class Matcher(Protocol):
 
 @runtime_checkable
 class Redacting(Protocol):
-    def redact(self, text: str, marker: str, /) -> str:
-        """``text`` with every match replaced by ``marker``."""
+    def spans(self, text: str, where: str, /) -> list[tuple[int, int]]:
+        """(start, end) of every match in ``text``, found at ``where`` (``subject``,
+        ``text body``, ``HTML body``); empty where the rule does not look."""
         ...
 
 

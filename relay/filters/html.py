@@ -240,3 +240,139 @@ def clean_url(value: str) -> str:
         "\x00\x01\x02\x03\x04\x05\x06\x07\x08\x0b\x0c\x0e\x0f\x10\x11\x12"
         "\x13\x14\x15\x16\x17\x18\x19\x1a\x1b\x1c\x1d\x1e\x1f "
     )
+
+
+Spans = Callable[[str], list[tuple[int, int]]]
+_TEXT_ATTRS = frozenset({"alt", "title"})
+"""Attributes a reader sees as text (an image's alt text shows when images are off)."""
+
+
+class _Redactor(_Walker):
+    """Records the document as raw pieces and text chunks, so that matches are
+    looked for in the text as read (``call <b>me</b>`` is "call me") and then
+    cut out of whichever chunks they span."""
+
+    def __init__(self, spans: Spans, marker: str) -> None:
+        super().__init__()
+        self.spans = spans
+        self.marker = marker
+        self.pieces: list[str | int] = []
+        """Markup as is, or the index of a text chunk."""
+        self.chunks: list[str] = []
+        self.changed = False
+
+    def _tag(self, tag: str, attrs: Attrs, selfclosing: bool) -> None:
+        if tag in _BLOCK:
+            self._separator()
+        new_attrs: Attrs = []
+        touched = False
+        for name, value in attrs:
+            if value and name == LINK_ATTRS.get(tag) and self.spans(value):
+                touched = True  # the link goes, its text stays
+                continue
+            if value and name in _TEXT_ATTRS:
+                found = self.spans(value)
+                if found:
+                    touched = True
+                    value = _cut(value, found, self.marker)
+            new_attrs.append((name, value))
+        if touched:
+            self.changed = True
+            self.pieces.append(
+                build_tag(tag, new_attrs).removesuffix(">") + ("/>" if selfclosing else ">")
+            )
+        else:
+            self.pieces.append(self.get_starttag_text() or "")
+        self._enter(tag, attrs, selfclosing)
+
+    def _separator(self) -> None:
+        """A block boundary: text, so that matches do not run across it, but not
+        rendered (it is in no piece)."""
+        self.chunks.append("\n")
+
+    def handle_starttag(self, tag: str, attrs: Attrs) -> None:
+        self._tag(tag, attrs, False)
+
+    def handle_startendtag(self, tag: str, attrs: Attrs) -> None:
+        self._tag(tag, attrs, True)
+
+    def handle_endtag(self, tag: str) -> None:
+        self._leave(tag)
+        self.pieces.append(f"</{tag}>")
+        if tag in _BLOCK:
+            self._separator()
+
+    def handle_data(self, data: str) -> None:
+        if self.cdata_elem is not None:  # script/style: not text
+            self.pieces.append(data)
+            return
+        self.pieces.append(len(self.chunks))
+        self.chunks.append(data)
+
+    def handle_comment(self, data: str) -> None:
+        self.pieces.append(f"<!--{data}-->")
+
+    def handle_decl(self, decl: str) -> None:
+        self.pieces.append(f"<!{decl}>")
+
+    def handle_pi(self, data: str) -> None:
+        self.pieces.append(f"<?{data}>")
+
+    def unknown_decl(self, data: str) -> None:
+        self.pieces.append(f"<![{data}]>")
+
+    def render(self) -> str:
+        joined = "".join(self.chunks)
+        found = sorted(self.spans(joined))
+        starts: list[int] = []
+        pos = 0
+        for chunk in self.chunks:
+            starts.append(pos)
+            pos += len(chunk)
+        out: list[str] = []
+        for piece in self.pieces:
+            if isinstance(piece, str):
+                out.append(piece)
+            else:
+                chunk = self.chunks[piece]
+                begin = starts[piece]
+                local = [
+                    (max(s, begin) - begin, min(e, begin + len(chunk)) - begin, s >= begin)
+                    for s, e in found
+                    if s < begin + len(chunk) and e > begin
+                ]
+                if local:
+                    self.changed = True
+                out.append(html.escape(_cut_local(chunk, local, self.marker), quote=False))
+        return "".join(out)
+
+
+def _cut(text: str, spans: list[tuple[int, int]], marker: str) -> str:
+    return _cut_local(text, [(s, e, True) for s, e in spans], marker)
+
+
+def _cut_local(text: str, spans: list[tuple[int, int, bool]], marker: str) -> str:
+    """Remove each span; put the marker where a match starts (not in the chunks a
+    match merely continues into)."""
+    out: list[str] = []
+    pos = 0
+    for start, end, starts_here in sorted(spans):
+        if end <= pos:
+            continue
+        start = max(start, pos)
+        out.append(text[pos:start])
+        if starts_here:
+            out.append(marker)
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def redact(source: str, spans: Spans, marker: str) -> str | None:
+    """The HTML with every match in its visible text and text attributes replaced
+    by ``marker`` and matching link targets removed; None if nothing matched."""
+    parser = _Redactor(spans, marker)
+    parser.feed(source)
+    parser.close()
+    result = parser.render()
+    return result if parser.changed else None

@@ -184,6 +184,9 @@ def normalize_host(host: str) -> str:
         return host
 
 
+_LAX_SCHEME = re.compile(r"(?:https?|ftps?)\s*:[/\\]*(.+)", re.IGNORECASE | re.DOTALL)
+
+
 def href_host(value: str) -> str | None:
     """The host an ``href`` takes the reader to, or None for links that go nowhere
     external (mailto:, tel:, cid:, fragments, relative paths)."""
@@ -191,6 +194,9 @@ def href_host(value: str) -> str | None:
     if value.startswith(("//", "\\\\")):
         return host_of(value[2:]) or None
     m = re.match(rf"{_SCHEME}{_SEP}(.*)", value, re.IGNORECASE | re.DOTALL)
+    if m:
+        return host_of(m.group(1)) or None
+    m = _LAX_SCHEME.match(value)  # browsers read "https:evil.com" as https://evil.com/
     if m:
         return host_of(m.group(1)) or None
     urls = find_urls(value)

@@ -13,6 +13,11 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
+def looks_at(where: str, places: tuple[str, ...]) -> bool:
+    """Whether a rule limited to ``places`` (subject, body) looks at ``where``."""
+    return ("subject" in places) if where == "subject" else ("body" in places)
+
+
 def places(view_texts: list[tuple[str, str]], where: tuple[str, ...]) -> list[tuple[str, str]]:
     """The (where, text) pairs a rule limited to ``where`` looks at."""
     want_subject = "subject" in where

@@ -24,7 +24,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from relay.filters.base import Finding
-from relay.filters.kinds.common import Settings, as_mapping, excerpt, places, replace_spans
+from relay.filters.kinds.common import Settings, as_mapping, excerpt, looks_at, places
 from relay.filters.normalize import fold, fold_text, fold_word
 from relay.filters.registry import register
 from relay.filters.view import MessageView
@@ -98,8 +98,10 @@ class Keywords:
             for word, start, end in self._matches(text):
                 yield Finding(f'keyword "{word}": "{excerpt(text[start:end])}"', where)
 
-    def redact(self, text: str, marker: str) -> str:
-        return replace_spans(text, [(s, e) for _w, s, e in self._matches(text)], marker)
+    def spans(self, text: str, where: str) -> list[tuple[int, int]]:
+        if not looks_at(where, self.where):
+            return []
+        return [(s, e) for _w, s, e in self._matches(text)]
 
 
 @register("keywords")

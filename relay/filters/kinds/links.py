@@ -24,7 +24,7 @@ from pydantic import Field
 from relay.filters.base import Finding
 from relay.filters.html import Attrs
 from relay.filters.html import rewrite as rewrite_html
-from relay.filters.kinds.common import Settings, replace_spans
+from relay.filters.kinds.common import Settings
 from relay.filters.registry import register
 from relay.filters.urls import allowed, find_urls, href_host, normalize_host
 from relay.filters.view import MessageView
@@ -64,9 +64,8 @@ class Links:
                 if host and not allowed(host, self.allow):
                     yield Finding(f"link to {host}", body.where)
 
-    def redact(self, text: str, marker: str) -> str:
-        spans = [(u.start, u.end) for u in find_urls(text) if not allowed(u.host, self.allow)]
-        return replace_spans(text, spans, marker)
+    def spans(self, text: str, where: str) -> list[tuple[int, int]]:
+        return [(u.start, u.end) for u in find_urls(text) if not allowed(u.host, self.allow)]
 
 
 class LinkedImages:
@@ -89,6 +88,7 @@ class LinkedImages:
 
     def strip_html(self, source: str, note: str) -> tuple[str, set[str]]:
         cids: set[str] = set()
+        removed = 0
 
         def on_tag(tag: str, attrs: Attrs, link: str | None) -> str | None:
             image = tag in ("img", "image") or (
@@ -100,9 +100,12 @@ class LinkedImages:
             for key, value in attrs:
                 if key in ("src", "href") and value and value.lower().startswith("cid:"):
                     cids.add(value[4:].strip("<> "))
+            nonlocal removed
+            removed += 1
             return note
 
-        return rewrite_html(source, on_tag=on_tag), cids
+        new = rewrite_html(source, on_tag=on_tag)
+        return (new if removed else source), cids
 
 
 @register("links")

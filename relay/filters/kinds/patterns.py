@@ -28,7 +28,7 @@ import regex
 from pydantic import Field, TypeAdapter
 
 from relay.filters.base import Finding
-from relay.filters.kinds.common import Settings, as_mapping, excerpt, places, replace_spans
+from relay.filters.kinds.common import Settings, as_mapping, excerpt, looks_at, places
 from relay.filters.registry import register
 from relay.filters.view import MessageView
 
@@ -85,9 +85,10 @@ class Regex:
                         where,
                     )
 
-    def redact(self, text: str, marker: str) -> str:
-        spans = [(f[1], f[2]) for f in self._spans(text) if isinstance(f, tuple)]
-        return replace_spans(text, spans, marker)
+    def spans(self, text: str, where: str) -> list[tuple[int, int]]:
+        if not looks_at(where, self.where):
+            return []
+        return [(f[1], f[2]) for f in self._spans(text) if isinstance(f, tuple)]
 
 
 class HeaderTest(Settings):

@@ -1,7 +1,7 @@
 """A match kind for the marketplace relay: text written in capital letters.
 
-    match:
-      shouting: {min_words: 5}
+match:
+  shouting: {min_words: 5}
 """
 
 from typing import Any
