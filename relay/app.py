@@ -18,6 +18,7 @@ from relay.filters import RuleSet, load_rules
 from relay.inbound import InboundHandler, smtp_factory
 from relay.outbound import OutboundWorker, Transport, make_transport
 from relay.pipeline import Pipeline
+from relay.tls import server_context
 from relay.yamlload import ConfigError
 
 log = logging.getLogger("relay.app")
@@ -86,6 +87,7 @@ class Relay:
             self.pipeline, self.db, on_accepted=self.worker.wake
         )
         smtp = self.config.smtp
+        tls_context = await asyncio.to_thread(server_context, smtp)
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(
             smtp_factory(
@@ -93,11 +95,19 @@ class Relay:
                 hostname=smtp.hostname,
                 max_size=smtp.max_message_size,
                 data_timeout=smtp.data_timeout,
+                tls_context=tls_context,
+                require_tls=smtp.require_tls,
             ),
             host=smtp.host,
             port=smtp.port,
         )
-        log.info("listening on %s:%d as %s", smtp.host, self.port, smtp.hostname)
+        log.info(
+            "listening on %s:%d as %s%s",
+            smtp.host,
+            self.port,
+            smtp.hostname,
+            " (STARTTLS offered)" if tls_context else "",
+        )
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight sessions and deliveries finish, then close."""

@@ -799,3 +799,50 @@ def _zone_strings(value: str) -> str:
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+# --- TLS ---------------------------------------------------------------------------
+
+
+@main.group()
+@common
+def tls() -> None:
+    """TLS certificates."""
+
+
+@tls.command("selfsigned")
+@common
+@click.option("--hostname", type=TEXT, help="Name in the certificate (default: smtp.hostname).")
+@click.option("--days", type=click.IntRange(1, 3650), default=365, show_default=True)
+@click.option("--force", is_flag=True, help="Replace an existing certificate and key.")
+@pass_ctx
+@handled
+def tls_selfsigned(ctx: Context, hostname: str | None, days: int, force: bool) -> None:
+    """Write a self-signed certificate for trying STARTTLS out.
+
+    It goes where smtp.tls_cert and smtp.tls_key say, or to tls/relay.crt and
+    tls/relay.key next to the configuration file.  Senders will not trust it:
+    production needs a certificate from a real authority.
+    """
+    from relay.tls import generate_self_signed
+
+    config = ctx.config
+    base = ctx.config_path.parent.resolve()
+    cert = config.smtp.tls_cert or base / "tls" / "relay.crt"
+    key = config.smtp.tls_key or base / "tls" / "relay.key"
+    for existing in (cert, key):
+        if existing.exists() and not force:
+            raise store.DirectoryError(f"{existing} exists; use --force to replace it")
+    name = hostname or config.smtp.hostname
+    generate_self_signed(cert, key, hostname=name, days=days)
+    emit(
+        ctx,
+        {"certificate": str(cert), "key": str(key), "hostname": name, "days": days},
+        [f"wrote {cert} and {key} for {name}, valid {days} days"],
+    )
+    if config.smtp.tls_cert is None:
+        click.echo(
+            f"note: set smtp.tls_cert: {cert} and smtp.tls_key: {key} in {ctx.config_path}"
+            " to offer STARTTLS",
+            err=True,
+        )

@@ -138,6 +138,19 @@ class SmtpConfig(_Strict):
     max_hops: Annotated[Int, Field(gt=0)] = 30
     """More ``Received`` headers than this is a mail loop (554 5.4.6)."""
     data_timeout: PositiveSeconds = 300
+    tls_cert: Path | None = None
+    """PEM certificate (chain) for STARTTLS; STARTTLS is offered when it is set."""
+    tls_key: Path | None = None
+    require_tls: bool = False
+    """Refuse MAIL until the client has used STARTTLS (530 5.7.0)."""
+
+    @model_validator(mode="after")
+    def _tls(self) -> Self:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("give both tls_cert and tls_key, or neither")
+        if self.require_tls and self.tls_cert is None:
+            raise ValueError("require_tls needs tls_cert and tls_key")
+        return self
 
     @field_validator("host")
     @classmethod
@@ -187,6 +200,10 @@ class SmarthostConfig(_Strict):
     host: str = "127.0.0.1"
     port: Annotated[Int, Field(ge=1, le=65535)] = 1025
     starttls: bool = False
+    verify: bool = True
+    """Check the smarthost's certificate and name (STARTTLS); off only for testing."""
+    ca_file: Path | None = None
+    """PEM file of the certificate authorities to trust instead of the system's."""
     username: str | None = None
     password: str | None = None
     timeout: PositiveSeconds = 60
@@ -284,9 +301,24 @@ class RelayConfig(_Strict):
                 "database": self.database.model_copy(
                     update={"url": _absolute_sqlite_url(self.database.url, base)}
                 ),
+                "smtp": self.smtp.model_copy(
+                    update={
+                        "tls_cert": absolute(self.smtp.tls_cert) if self.smtp.tls_cert else None,
+                        "tls_key": absolute(self.smtp.tls_key) if self.smtp.tls_key else None,
+                    }
+                ),
                 "archive": self.archive.model_copy(update={"path": absolute(self.archive.path)}),
                 "delivery": self.delivery.model_copy(
-                    update={"maildir": absolute(self.delivery.maildir)}
+                    update={
+                        "maildir": absolute(self.delivery.maildir),
+                        "smtp": self.delivery.smtp.model_copy(
+                            update={
+                                "ca_file": absolute(self.delivery.smtp.ca_file)
+                                if self.delivery.smtp.ca_file
+                                else None
+                            }
+                        ),
+                    }
                 ),
                 "filters": self.filters.model_copy(update={"rules": absolute(self.filters.rules)}),
                 "dkim": self.dkim.model_copy(

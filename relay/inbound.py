@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -135,7 +136,13 @@ class RelaySMTP(SMTP):
 
 
 def smtp_factory(
-    handler: InboundHandler, *, hostname: str, max_size: int, data_timeout: float
+    handler: InboundHandler,
+    *,
+    hostname: str,
+    max_size: int,
+    data_timeout: float,
+    tls_context: ssl.SSLContext | None = None,
+    require_tls: bool = False,
 ) -> Callable[[], RelaySMTP]:
     """A protocol factory for ``loop.create_server``.
 
@@ -152,6 +159,8 @@ def smtp_factory(
             decode_data=False,
             ident="Marketplace relay",
             timeout=data_timeout,
+            tls_context=tls_context,
+            require_starttls=require_tls and tls_context is not None,
         )
 
     return factory

@@ -27,6 +27,7 @@ from relay.archive import Archive
 from relay.config import RelayConfig, SmarthostConfig
 from relay.db import Database, StorageUnavailable
 from relay.dkim_sign import Signer
+from relay.tls import client_context
 
 log = logging.getLogger("relay.outbound")
 
@@ -61,6 +62,7 @@ class SmtpTransport:
     def __init__(self, config: SmarthostConfig, *, local_hostname: str) -> None:
         self.config = config
         self.local_hostname = local_hostname
+        self.tls_context = client_context(config) if config.starttls else None
 
     async def send(self, envelope_from: str, recipient: str, data: bytes) -> DeliveryResult:
         cfg = self.config
@@ -71,6 +73,7 @@ class SmtpTransport:
             hostname=cfg.host,
             port=cfg.port,
             start_tls=cfg.starttls,
+            tls_context=self.tls_context,
             username=cfg.username,
             password=cfg.password,
             timeout=cfg.timeout,
