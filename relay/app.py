@@ -16,6 +16,7 @@ from relay.db import Database
 from relay.dkim_sign import Signer, ensure_key
 from relay.filters import RuleSet, load_rules
 from relay.inbound import InboundHandler, smtp_factory
+from relay.limits import ConnectionGate
 from relay.outbound import OutboundWorker, Transport, make_transport
 from relay.pipeline import Pipeline
 from relay.tls import server_context
@@ -97,6 +98,9 @@ class Relay:
                 data_timeout=smtp.data_timeout,
                 tls_context=tls_context,
                 require_tls=smtp.require_tls,
+                gate=ConnectionGate(
+                    self.config.limits.max_connections, self.config.limits.connections_per_ip
+                ),
             ),
             host=smtp.host,
             port=smtp.port,

@@ -251,6 +251,26 @@ class OptoutConfig(_Strict):
         return tuple(dict.fromkeys(c.strip().lower() for c in value if c.strip()))
 
 
+class LimitsConfig(_Strict):
+    """Abuse limits (issue: trust).  Rates per sender and conversation are counted
+    in the database, so they hold across processes and restarts; connection limits
+    are per process."""
+
+    max_recipients: Annotated[Int, Field(gt=0, le=10_000)] = 100
+    max_connections: Annotated[Int, Field(gt=0)] = 200
+    """Concurrent SMTP sessions; more get 421 4.7.0."""
+    connections_per_ip: Annotated[Int, Field(gt=0)] = 60
+    """New sessions per client IP address per minute."""
+    messages_per_sender: Annotated[Int, Field(gt=0)] = 200
+    """Messages accepted per envelope sender per hour."""
+    messages_per_conversation: Annotated[Int, Field(gt=0)] = 50
+    """Messages accepted per conversation and direction per hour."""
+    unknown_recipients_per_ip: Annotated[Int, Field(gt=0)] = 20
+    """Unknown-token RCPTs per client IP per hour before every RCPT from it is refused."""
+    max_header_bytes: Annotated[Int, Field(gt=0)] = 262_144
+    max_headers: Annotated[Int, Field(gt=0)] = 1000
+
+
 class FiltersConfig(_Strict):
     rules: FilePath = Path("filters.yaml")
     timeout: PositiveSeconds = 10
@@ -287,6 +307,7 @@ class RelayConfig(_Strict):
     delivery: DeliveryConfig = DeliveryConfig()
     optout: OptoutConfig = OptoutConfig()
     filters: FiltersConfig = FiltersConfig()
+    limits: LimitsConfig = LimitsConfig()
     dkim: DkimConfig = DkimConfig()
 
     def resolved(self, base: Path) -> RelayConfig:

@@ -20,12 +20,11 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from relay import replies
 from relay.archive import ArchiveError
 from relay.db import Database, StorageUnavailable
+from relay.limits import ConnectionGate, SlidingWindow
 from relay.pipeline import Pipeline
 from relay.replies import Rejected, SmtpReply
 
 log = logging.getLogger("relay.inbound")
-
-MAX_RECIPIENTS = 100
 
 
 def _envelope_sender(mail_from: str | None) -> str:
@@ -43,6 +42,10 @@ class InboundHandler:
         self.pipeline = pipeline
         self.db = db
         self.on_accepted = on_accepted
+        limits = pipeline.config.limits
+        self.max_recipients = limits.max_recipients
+        self.unknown = SlidingWindow(limits.unknown_recipients_per_ip, 3600.0)
+        """Unknown-token RCPTs per client IP: token guessing is throttled."""
         self._in_data = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -63,14 +66,20 @@ class InboundHandler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
-        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
+        if len(envelope.rcpt_tos) >= self.max_recipients:
             return str(replies.TOO_MANY_RECIPIENTS)
+        ip = str(session.peer[0]) if session.peer else "?"
+        if self.unknown.exceeded(ip):
+            log.warning("RCPT refused: %s is over limits.unknown_recipients_per_ip", ip)
+            return str(replies.GUESSING)
         try:
             await self.db.run(
                 self.pipeline.check_recipient, _envelope_sender(envelope.mail_from), address
             )
         except Rejected as exc:
             log.info("RCPT refused: %s", exc.reply)
+            if exc.reply == replies.UNKNOWN_TOKEN:
+                self.unknown.record(ip)
             return str(exc.reply)
         except StorageUnavailable as exc:
             log.warning("RCPT: database unavailable: %s", exc)
@@ -129,10 +138,45 @@ class RelaySMTP(SMTP):
         "500 Line too long (see RFC5321 4.5.3.1.6)": replies.LINE_TOO_LONG,
     }
 
+    gate: ConnectionGate | None = None
+    _counted = False
+    _refused = False
+
     async def push(self, status: Any) -> None:
         if isinstance(status, str) and status in self._REWRITES:
             status = str(self._REWRITES[status])
         await super().push(status)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Admit the session, or answer 421 and hang up (limits.max_connections,
+        limits.connections_per_ip).  Called again after STARTTLS: counted once."""
+        if self.gate is not None and not self._counted:
+            peer = transport.get_extra_info("peername")
+            ip = str(peer[0]) if peer else "?"
+            why = self.gate.admit(ip)
+            if why is not None:
+                log.warning("refused a session from %s: %s", ip, why)
+                self._refused = True
+                if isinstance(transport, asyncio.WriteTransport):
+                    transport.write(f"{replies.TOO_MANY_CONNECTIONS}\r\n".encode())
+                transport.close()
+                return
+            self._counted = True
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._refused:
+            return
+        if self._counted and self.gate is not None:
+            self._counted = False
+            self.gate.release()
+        super().connection_lost(error)
+
+    def eof_received(self) -> bool | None:
+        if self._refused:
+            return False
+        result: bool | None = super().eof_received()
+        return result
 
 
 def smtp_factory(
@@ -143,6 +187,7 @@ def smtp_factory(
     data_timeout: float,
     tls_context: ssl.SSLContext | None = None,
     require_tls: bool = False,
+    gate: ConnectionGate | None = None,
 ) -> Callable[[], RelaySMTP]:
     """A protocol factory for ``loop.create_server``.
 
@@ -151,7 +196,7 @@ def smtp_factory(
     """
 
     def factory() -> RelaySMTP:
-        return RelaySMTP(
+        protocol = RelaySMTP(
             handler,
             hostname=hostname,
             data_size_limit=max_size,
@@ -162,5 +207,7 @@ def smtp_factory(
             tls_context=tls_context,
             require_starttls=require_tls and tls_context is not None,
         )
+        protocol.gate = gate
+        return protocol
 
     return factory

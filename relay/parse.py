@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from email.message import EmailMessage, Message
 
-from relay.replies import MAIL_LOOP, TOO_DEEP, Rejected
+from relay.replies import HEADER_TOO_BIG, MAIL_LOOP, TOO_DEEP, Rejected
 from relay.tokenizer import decode_header_text
 
 TRACE_HEADER = "X-Marketplace-Relay"
@@ -87,6 +87,25 @@ def parse(raw: bytes, *, hostname: str, max_hops: int) -> ParsedMail:
             or "multipart/report" in content_type
         ),
     )
+
+
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_HEADER_START = re.compile(rb"^[^ \t\r\n]", re.MULTILINE)
+
+
+def check_header(raw: bytes, *, max_bytes: int, max_headers: int) -> None:
+    """Refuse a header section over the limits (552 5.3.4) before it is parsed:
+    the email package's header handling is slow enough on huge headers to be a
+    way to tie up the relay."""
+    end = _HEADER_END.search(raw, 0, max_bytes + 4)
+    size = end.start() if end else len(raw)
+    if size > max_bytes:
+        raise Rejected(
+            HEADER_TOO_BIG.with_text(f"Message header too large (over {max_bytes} bytes)")
+        )
+    count = len(_HEADER_START.findall(raw, 0, size))
+    if count > max_headers:
+        raise Rejected(HEADER_TOO_BIG.with_text(f"Too many header fields (over {max_headers})"))
 
 
 def nesting(msg: Message) -> int:

@@ -15,6 +15,7 @@ import email.policy
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from email.message import EmailMessage
 
 from sqlmodel import Session
@@ -30,8 +31,15 @@ from relay.filters import actions as filter_actions
 from relay.models import Conversation, Direction, Message, MessageStatus, RuleHit, utcnow
 from relay.models import Party as Side
 from relay.notices import create_notice, optout_reason
-from relay.parse import ParsedMail, parse
-from relay.replies import RELAY_DENIED, TIMEOUT, UNKNOWN_TOKEN, Rejected
+from relay.parse import ParsedMail, check_header, parse
+from relay.replies import (
+    CONVERSATION_RATE,
+    RELAY_DENIED,
+    SENDER_RATE,
+    TIMEOUT,
+    UNKNOWN_TOKEN,
+    Rejected,
+)
 from relay.tokenizer import LocalKind, classify_recipient
 
 log = logging.getLogger("relay.pipeline")
@@ -71,7 +79,20 @@ class Pipeline:
             if not queue.verp_exists(session, rcpt.value):
                 raise Rejected(UNKNOWN_TOKEN)
             return
-        store.route(session, rcpt.value, envelope_from, domain=self.config.marketplace.domain)
+        route = store.route(
+            session, rcpt.value, envelope_from, domain=self.config.marketplace.domain
+        )
+        limits = self.config.limits
+        since = utcnow() - timedelta(hours=1)
+        if store.recent_messages(session, since=since, envelope_from=envelope_from) >= (
+            limits.messages_per_sender
+        ):
+            raise Rejected(SENDER_RATE)
+        recent = store.recent_messages(
+            session, since=since, conversation_id=route.conversation_id, direction=route.direction
+        )
+        if recent >= limits.messages_per_conversation:
+            raise Rejected(CONVERSATION_RATE)
 
     # --- DATA time ---------------------------------------------------------
 
@@ -82,6 +103,7 @@ class Pipeline:
         lock is held only for the inserts.
         """
         cfg = self.config
+        check_header(raw, max_bytes=cfg.limits.max_header_bytes, max_headers=cfg.limits.max_headers)
         parsed = parse(raw, hostname=cfg.smtp.hostname, max_hops=cfg.smtp.max_hops)
         domain = cfg.marketplace.domain
         kinds = [classify_recipient(r, domain) for r in recipients]

@@ -52,5 +52,12 @@ TOO_MANY_RECIPIENTS = SmtpReply(452, "4.5.3", "Too many recipients")
 MIXED_RECIPIENTS = SmtpReply(
     452, "4.5.3", "Bounce addresses must be sent in a transaction of their own"
 )
+HEADER_TOO_BIG = SmtpReply(552, "5.3.4", "Message header too large")
+TOO_MANY_CONNECTIONS = SmtpReply(421, "4.7.0", "Too many connections, please try again later")
+SENDER_RATE = SmtpReply(450, "4.7.1", "Too many messages from this sender, please try again later")
+CONVERSATION_RATE = SmtpReply(
+    450, "4.7.1", "Too many messages in this conversation, please try again later"
+)
+GUESSING = SmtpReply(450, "4.7.1", "Too many unknown recipients from your address, try again later")
 TEMP_FAILURE = SmtpReply(451, "4.3.0", "Temporary failure, please try again later")
 TIMEOUT = SmtpReply(451, "4.4.2", "Processing timed out, please try again later")

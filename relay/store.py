@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
+from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -17,6 +19,7 @@ from relay.models import (
     Buyer,
     Conversation,
     Direction,
+    Message,
     Order,
     Party,
     Seller,
@@ -187,6 +190,29 @@ def add_order(
     except IntegrityError:
         raise DirectoryError(f"order {order_id} already exists") from None
     return order, conv
+
+
+def recent_messages(
+    session: Session,
+    *,
+    since: datetime,
+    envelope_from: str | None = None,
+    conversation_id: int | None = None,
+    direction: Direction | None = None,
+) -> int:
+    """Messages (not notices) received since ``since``, for the rate limits."""
+    query = (
+        select(func.count())
+        .select_from(Message)
+        .where(Message.created_at >= since, Message.direction != Direction.NOTICE)
+    )
+    if envelope_from is not None:
+        query = query.where(Message.envelope_from == envelope_from)
+    if conversation_id is not None:
+        query = query.where(Message.conversation_id == conversation_id)
+    if direction is not None:
+        query = query.where(Message.direction == direction)
+    return int(session.exec(query).one())
 
 
 def conversation_categories(session: Session, conversation_id: int) -> frozenset[str]:
