@@ -8,6 +8,7 @@ know where the file was.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import string
@@ -251,6 +252,39 @@ class OptoutConfig(_Strict):
         return tuple(dict.fromkeys(c.strip().lower() for c in value if c.strip()))
 
 
+class AuthConfig(_Strict):
+    """Inbound sender authentication (relay/authn.py)."""
+
+    policy: Literal["none", "spf", "dkim", "dmarc"] = "none"
+    """What mail from a seller or buyer must pass: none (try-it-out default), spf,
+    dkim (aligned with From) or dmarc (SPF or DKIM, aligned with From)."""
+    dns_timeout: PositiveSeconds = 5
+    nameservers: list[str] = []
+    """Resolvers to ask ("ip" or "ip:port"); empty: the system's."""
+
+    @field_validator("nameservers")
+    @classmethod
+    def _nameservers(cls, value: list[str]) -> list[str]:
+        ports = {split_nameserver(entry)[1] for entry in value}
+        if len(ports) > 1:
+            raise ValueError("all nameservers must use the same port")
+        return value
+
+
+def split_nameserver(entry: str) -> tuple[str, int]:
+    """``"127.0.0.1:5353"`` → (host, port); an IPv6 address takes no port."""
+    host, port = entry, "53"
+    if entry.count(":") == 1:
+        host, port = entry.split(":")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{entry!r} is not an IP address (or ip:port)") from None
+    if not (port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(f"{entry!r}: bad port")
+    return host, int(port)
+
+
 class LimitsConfig(_Strict):
     """Abuse limits (issue: trust).  Rates per sender and conversation are counted
     in the database, so they hold across processes and restarts; connection limits
@@ -308,6 +342,7 @@ class RelayConfig(_Strict):
     optout: OptoutConfig = OptoutConfig()
     filters: FiltersConfig = FiltersConfig()
     limits: LimitsConfig = LimitsConfig()
+    auth: AuthConfig = AuthConfig()
     dkim: DkimConfig = DkimConfig()
 
     def resolved(self, base: Path) -> RelayConfig:

@@ -95,13 +95,13 @@ class InboundHandler:
         self._in_data += 1
         self._idle.clear()
         try:
-            return await self._data(envelope)
+            return await self._data(session, envelope)
         finally:
             self._in_data -= 1
             if not self._in_data:
                 self._idle.set()
 
-    async def _data(self, envelope: Envelope) -> str:
+    async def _data(self, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or b""
         try:
             outcomes = await asyncio.to_thread(
@@ -109,6 +109,8 @@ class InboundHandler:
                 _envelope_sender(envelope.mail_from),
                 list(envelope.rcpt_tos),
                 raw,
+                client_ip=str(session.peer[0]) if session.peer else None,
+                helo=session.host_name or "",
             )
         except Rejected as exc:
             log.info("DATA refused: %s", exc.reply)

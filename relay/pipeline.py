@@ -12,15 +12,18 @@ from __future__ import annotations
 import concurrent.futures
 import email
 import email.policy
+import email.utils
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from email.message import EmailMessage
+from functools import cached_property
 
 from sqlmodel import Session
 
-from relay import queue, store, threading_ids
+from relay import addresses, authn, queue, store, threading_ids
 from relay.archive import Archive
 from relay.compose import MalformedMessage, Party, UnsafeMessage, compose
 from relay.config import RelayConfig
@@ -31,16 +34,17 @@ from relay.filters import actions as filter_actions
 from relay.models import Conversation, Direction, Message, MessageStatus, RuleHit, utcnow
 from relay.models import Party as Side
 from relay.notices import create_notice, optout_reason
-from relay.parse import ParsedMail, check_header, parse
+from relay.parse import ParsedMail, check_header, header_values, parse
 from relay.replies import (
     CONVERSATION_RATE,
+    FROM_MISMATCH,
     RELAY_DENIED,
     SENDER_RATE,
     TIMEOUT,
     UNKNOWN_TOKEN,
     Rejected,
 )
-from relay.tokenizer import LocalKind, classify_recipient
+from relay.tokenizer import LocalKind, classify_recipient, decode_header_text
 
 log = logging.getLogger("relay.pipeline")
 
@@ -65,6 +69,10 @@ class Pipeline:
             max_workers=2, thread_name_prefix="relay-filters"
         ),
     )
+
+    @cached_property
+    def authenticator(self) -> authn.Authenticator:
+        return authn.Authenticator(self.config.auth)
 
     # --- RCPT time ---------------------------------------------------------
 
@@ -96,7 +104,15 @@ class Pipeline:
 
     # --- DATA time ---------------------------------------------------------
 
-    def accept(self, envelope_from: str, recipients: Sequence[str], raw: bytes) -> list[Outcome]:
+    def accept(
+        self,
+        envelope_from: str,
+        recipients: Sequence[str],
+        raw: bytes,
+        *,
+        client_ip: str | None = None,
+        helo: str = "",
+    ) -> list[Outcome]:
         """Process and durably commit one message; raises Rejected or StorageUnavailable.
 
         Reads and CPU work come first and writes last, so that the database's write
@@ -111,8 +127,27 @@ class Pipeline:
             raise Rejected(UNKNOWN_TOKEN)  # checked at RCPT; an admin change raced us
         bounces = [k.value for k in kinds if k.kind is LocalKind.BOUNCE]
         tokens = [k.value for k in kinds if k.kind is LocalKind.TOKEN]
+        claimed = from_addresses(parsed.message) if tokens else []
         with self.db.session() as session:
             routes = [store.route(session, t, envelope_from, domain=domain) for t in tokens]
+        for route in routes:  # a forged From is refused before anything is looked up
+            if not set(claimed) <= set(route.sender_addresses):
+                raise Rejected(FROM_MISMATCH)
+        if tokens and cfg.auth.policy != "none":
+            results = self.authenticator.check(
+                raw,
+                ip=client_ip,
+                helo=helo,
+                mail_from=envelope_from,
+                from_domain=claimed[0].rpartition("@")[2] if claimed else "",
+            )
+            refusal = authn.required(cfg.auth.policy, results)
+            if refusal is not None:
+                log.info("sender authentication: %s (%s)", refusal, results.header("-"))
+                raise Rejected(refusal)
+            header = f"Authentication-Results: {results.header(cfg.smtp.hostname)}\r\n"
+            raw = header.encode() + raw
+        with self.db.session() as session:
             copies = [parsed, *(self._reparse(raw, parsed) for _ in routes[1:])][: len(routes)]
             verdicts = self._filter(list(zip(routes, copies, strict=True)))
             received_path = self.archive.store(raw, "received")
@@ -415,6 +450,40 @@ class Pipeline:
                     location=hit.where[:200],
                 )
             )
+
+
+def from_addresses(message: EmailMessage) -> list[str]:
+    """The addresses the From header claims, normalised; raises Rejected if it
+    cannot be read (a From nobody can check is a From anybody could forge).  A
+    display name that looks like an address counts for nothing: only the address
+    does."""
+    values = header_values(message, "From")
+    if not values:
+        return []
+    if len(values) > 1:
+        raise Rejected(FROM_MISMATCH)
+    text = " ".join(decode_header_text(values[0]).split())
+    try:
+        return [
+            addresses.normalize(address)
+            for _name, address in email.utils.getaddresses([text])
+            if "@" in address  # a bare name or word claims no address
+        ]
+    except addresses.InvalidAddress:
+        pass
+    # An unquoted display name with specials (";", "<") confuses the parser; mail
+    # clients show the angle addresses, so those are what the From claims.
+    angle = _ANGLE_ADDRESS.findall(text)
+    try:
+        found = [addresses.normalize(a) for a in angle]
+    except addresses.InvalidAddress:
+        found = []
+    if not found:
+        raise Rejected(FROM_MISMATCH)
+    return found
+
+
+_ANGLE_ADDRESS = re.compile(r"<([^<>\s]+@[^<>\s]+)>")
 
 
 def _role(route: store.Route) -> Role:

@@ -59,5 +59,14 @@ CONVERSATION_RATE = SmtpReply(
     450, "4.7.1", "Too many messages in this conversation, please try again later"
 )
 GUESSING = SmtpReply(450, "4.7.1", "Too many unknown recipients from your address, try again later")
+FROM_MISMATCH = SmtpReply(550, "5.7.1", "The From header does not match the sender")
+AUTH_TEMP = SmtpReply(
+    451, "4.7.24", "Sender authentication could not be completed (DNS), please try again later"
+)
+SPF_FAILED = SmtpReply(550, "5.7.23", "SPF validation failed for the sender's domain")
+DKIM_FAILED = SmtpReply(550, "5.7.20", "No valid DKIM signature of the sender's domain")
+DMARC_FAILED = SmtpReply(
+    550, "5.7.26", "Sender authentication failed: no SPF or DKIM pass aligned with the From domain"
+)
 TEMP_FAILURE = SmtpReply(451, "4.3.0", "Temporary failure, please try again later")
 TIMEOUT = SmtpReply(451, "4.4.2", "Processing timed out, please try again later")

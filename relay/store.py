@@ -256,6 +256,13 @@ class Route:
         return Party.BUYER if self.direction is Direction.BUYER_TO_SELLER else Party.SELLER
 
     @property
+    def sender_addresses(self) -> tuple[str, ...]:
+        """The real addresses the sender of this route may write from."""
+        if self.direction is Direction.BUYER_TO_SELLER:
+            return (self.buyer_email,)
+        return self.seller_emails
+
+    @property
     def recipient(self) -> str:
         """The real address the message goes to."""
         if self.direction is Direction.BUYER_TO_SELLER:

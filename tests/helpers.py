@@ -28,6 +28,7 @@ from relay.config import (
     DeliveryConfig,
     DkimConfig,
     FiltersConfig,
+    LimitsConfig,
     RelayConfig,
     RetryConfig,
     SmarthostConfig,
@@ -158,6 +159,13 @@ def make_config(
         ),
         filters=FiltersConfig(rules=rules or tmp / "filters.yaml"),
         dkim=DkimConfig(private_key=dkim_key or tmp / "dkim" / "relay.key"),
+        # Tests send a lot from one address and IP; test_limits sets its own limits.
+        limits=LimitsConfig(
+            connections_per_ip=100_000,
+            messages_per_sender=100_000,
+            messages_per_conversation=100_000,
+            unknown_recipients_per_ip=100_000,
+        ),
     )
     if sections:
         base = base.model_copy(update=sections)

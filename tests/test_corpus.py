@@ -74,7 +74,7 @@ CASES: dict[str, Case] = {
     "calendar-invite.eml": Case(),
     "text-attachment-with-address-filename.eml": Case(),
     "rfc2231-continuation-filename.eml": Case(swappable=False),
-    "duplicate-headers.eml": Case(),
+    "duplicate-headers.eml": Case(reply=(550, "5.7.1")),  # two From headers: which one?
     "multipart-report-bounce.eml": Case(),
     "broken-address-headers.eml": Case(),
     "multipart-without-boundary-8bit.eml": Case(same_structure=False),
@@ -120,6 +120,13 @@ def load(name: str, direction: str, parties: Parties) -> bytes:
         raw = _swap_tokens(raw)
         if CASES[name].swappable:
             raw = _swap_parties(raw)
+        else:  # the seller writes, so the From is the seller's (else: a forged From, 550)
+            raw = re.sub(
+                rb"(?im)^From:.*(?:\r?\n[ \t].*)*$",
+                b"From: Shop <shop@seller.example>",
+                raw,
+                count=1,
+            )
     return raw.replace(b"{{SELLER_TOKEN}}", parties.seller_token.encode()).replace(
         b"{{BUYER_TOKEN}}", parties.buyer_token.encode()
     )

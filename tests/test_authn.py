@@ -1,0 +1,206 @@
+"""Inbound sender authentication (SPF, DKIM, DMARC alignment) against a local DNS
+server, and the From header check that stops a forged From over a valid envelope."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiosmtplib
+import dkim
+import pytest
+import pytest_asyncio
+
+from relay.app import Relay
+from relay.config import AuthConfig
+from relay.dkim_sign import generate_rsa_key
+from tests.dnsserver import FakeDns, fake_dns
+from tests.helpers import Parties, Sink, build, make_config, register, send
+
+SELLER_DOMAIN = "seller.example"
+
+
+@pytest.fixture(scope="module")
+def seller_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, str]:
+    """The seller's own DKIM key (PEM) and its TXT record."""
+    path = tmp_path_factory.mktemp("seller") / "s1.key"
+    record = generate_rsa_key(path)
+    return path.read_bytes(), record
+
+
+@pytest_asyncio.fixture
+async def dns_server(seller_key: tuple[bytes, str]) -> AsyncIterator[FakeDns]:
+    async with fake_dns() as server:
+        server.add_txt(SELLER_DOMAIN, "v=spf1 ip4:127.0.0.1 -all")
+        server.add_txt(f"_dmarc.{SELLER_DOMAIN}", "v=DMARC1; p=reject")
+        server.add_txt(f"s1._domainkey.{SELLER_DOMAIN}", seller_key[1])
+        server.add_txt("evil.example", "v=spf1 -all")
+        server.add_txt("s1._domainkey.evil.example", seller_key[1])
+        yield server
+
+
+Start = Callable[..., Any]
+
+
+@pytest_asyncio.fixture
+async def start(
+    tmp_path: Path, sink: Sink, dkim_key: tuple[Path, str], dns_server: FakeDns
+) -> AsyncIterator[Start]:
+    relays: list[Relay] = []
+
+    async def run(policy: str, **auth: Any) -> tuple[Relay, Parties]:
+        settings = AuthConfig(
+            policy=policy,  # type: ignore[arg-type]
+            nameservers=[f"127.0.0.1:{dns_server.port}"],
+            dns_timeout=auth.pop("dns_timeout", 2),
+        )
+        config = make_config(tmp_path, sink_port=sink.port, dkim_key=dkim_key[0], auth=settings)
+        relay = Relay(config)
+        await relay.start()
+        relays.append(relay)
+        return relay, register(relay, seller=(f"shop@{SELLER_DOMAIN}",))
+
+    yield run
+    for relay in relays:
+        await relay.stop()
+
+
+def signed(data: bytes, key: bytes, domain: str = SELLER_DOMAIN) -> bytes:
+    signature: bytes = dkim.sign(
+        data, b"s1", domain.encode(), key, include_headers=[b"from", b"to", b"subject"]
+    )
+    return signature + data
+
+
+def seller_mail(parties: Parties, frm: str | None = None) -> bytes:
+    msg = build(
+        frm=frm or f"Shop <{parties.seller}>", to=parties.buyer_token, body="Your parcel left."
+    )
+    return msg.as_bytes().replace(b"\n", b"\r\n")
+
+
+async def refused(relay: Relay, data: bytes, parties: Parties) -> tuple[int, str]:
+    with pytest.raises(aiosmtplib.SMTPDataError) as exc:
+        await send(relay, data, sender=parties.seller, recipients=[parties.buyer_token])
+    return exc.value.code, exc.value.message
+
+
+async def test_authenticated_seller_mail_is_delivered_signed_by_the_marketplace(
+    start: Start, sink: Sink, seller_key: tuple[bytes, str], dkim_key: tuple[Path, str]
+) -> None:
+    relay, parties = await start("dmarc")
+    await send(
+        relay,
+        signed(seller_mail(parties), seller_key[0]),
+        sender=parties.seller,
+        recipients=[parties.buyer_token],
+    )
+    (got,) = await sink.wait_for(1)
+
+    def marketplace_dns(name: bytes, timeout: int = 5) -> bytes:
+        assert name == b"relay._domainkey.marketplace.example.com."
+        return dkim_key[1].encode()
+
+    assert dkim.verify(got.data, dnsfunc=marketplace_dns)
+    assert b"seller.example" not in got.data.split(b"\r\n\r\n")[0].split(b"DKIM-Signature")[0]
+    from relay import archive
+
+    rows = relay.db.call(lambda s: archive.list_messages(s, limit=1))
+    received = relay.archive.read(rows[0].message.received_path or "")
+    first = received.split(b"\r\n", 1)[0].decode()
+    assert first == (
+        "Authentication-Results: mx.test; spf=pass smtp.mailfrom=seller.example;"
+        " dkim=pass header.d=seller.example; dmarc=pass header.from=seller.example"
+    )
+
+
+@pytest.mark.parametrize(
+    "frm",
+    [
+        "Shop <someone@elsewhere.example>",  # right envelope, wrong From
+        '"shop@seller.example" <someone@elsewhere.example>',  # display-name trick
+        "Shop <shop@seller.example>, Other <someone@elsewhere.example>",
+    ],
+)
+async def test_a_forged_from_is_refused(
+    start: Start, sink: Sink, seller_key: tuple[bytes, str], frm: str
+) -> None:
+    relay, parties = await start("dmarc")
+    data = signed(seller_mail(parties, frm), seller_key[0])
+    assert await refused(relay, data, parties) == (
+        550,
+        "5.7.1 The From header does not match the sender",
+    )
+    assert sink.messages == []
+
+
+async def test_wrong_envelope_with_the_right_from_is_refused_at_rcpt(start: Start) -> None:
+    relay, parties = await start("dmarc")
+    data = seller_mail(parties)
+    with pytest.raises(aiosmtplib.SMTPRecipientsRefused) as exc:
+        await send(
+            relay, data, sender="someone@elsewhere.example", recipients=[parties.buyer_token]
+        )
+    assert exc.value.recipients[0].code == 550
+
+
+async def test_dkim_alone_satisfies_dmarc_when_spf_fails(
+    start: Start, sink: Sink, dns_server: FakeDns, seller_key: tuple[bytes, str]
+) -> None:
+    dns_server.records[(SELLER_DOMAIN, "TXT")] = ['"v=spf1 ip4:192.0.2.1 -all"']
+    relay, parties = await start("dmarc")
+    data = signed(seller_mail(parties), seller_key[0])
+    await send(relay, data, sender=parties.seller, recipients=[parties.buyer_token])
+    await sink.wait_for(1)
+
+
+async def test_no_aligned_pass_fails_dmarc(
+    start: Start, dns_server: FakeDns, seller_key: tuple[bytes, str]
+) -> None:
+    dns_server.records[(SELLER_DOMAIN, "TXT")] = ['"v=spf1 ip4:192.0.2.1 -all"']
+    relay, parties = await start("dmarc")
+    # A valid signature, but by another domain: not aligned with From.
+    data = signed(seller_mail(parties), seller_key[0], domain="evil.example")
+    code, message = await refused(relay, data, parties)
+    assert (code, message[:6]) == (550, "5.7.26")
+
+
+async def test_a_tampered_signature_does_not_pass(
+    start: Start, dns_server: FakeDns, seller_key: tuple[bytes, str]
+) -> None:
+    dns_server.records[(SELLER_DOMAIN, "TXT")] = ['"v=spf1 ip4:192.0.2.1 -all"']
+    relay, parties = await start("dkim")
+    data = signed(seller_mail(parties), seller_key[0]).replace(b"parcel", b"refund")
+    code, message = await refused(relay, data, parties)
+    assert (code, message[:6]) == (550, "5.7.20")
+
+
+async def test_spf_policy(start: Start, sink: Sink, dns_server: FakeDns) -> None:
+    relay, parties = await start("spf")
+    await send(relay, seller_mail(parties), sender=parties.seller, recipients=[parties.buyer_token])
+    await sink.wait_for(1)
+    dns_server.records[(SELLER_DOMAIN, "TXT")] = ['"v=spf1 ip4:192.0.2.1 -all"']
+    code, message = await refused(relay, seller_mail(parties), parties)
+    assert (code, message[:6]) == (550, "5.7.23")
+
+
+@pytest.mark.parametrize("mode", ["silent", "servfail"])
+async def test_dns_trouble_is_a_temporary_failure(
+    start: Start, sink: Sink, dns_server: FakeDns, mode: str
+) -> None:
+    relay, parties = await start("dmarc", dns_timeout=0.5)
+    dns_server.mode = mode
+    code, message = await refused(relay, seller_mail(parties), parties)
+    assert (code, message[:6]) == (451, "4.7.24")
+    assert sink.messages == []
+    from relay import archive
+
+    assert relay.db.call(lambda s: archive.list_messages(s, limit=5)) == []
+
+
+async def test_policy_none_looks_nothing_up(start: Start, sink: Sink, dns_server: FakeDns) -> None:
+    relay, parties = await start("none")
+    await send(relay, seller_mail(parties), sender=parties.seller, recipients=[parties.buyer_token])
+    await sink.wait_for(1)
+    assert dns_server.queries == []
