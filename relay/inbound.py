@@ -45,7 +45,7 @@ class InboundHandler:
         limits = pipeline.config.limits
         self.max_recipients = limits.max_recipients
         self.unknown = SlidingWindow(limits.unknown_recipients_per_ip, 3600.0)
-        """Unknown-token RCPTs per client IP: token guessing is throttled."""
+        """Unknown-token (or wrong-sender) RCPTs per client IP: guessing is throttled."""
         self._in_data = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -78,8 +78,8 @@ class InboundHandler:
             )
         except Rejected as exc:
             log.info("RCPT refused: %s", exc.reply)
-            if exc.reply == replies.UNKNOWN_TOKEN:
-                self.unknown.record(ip)
+            if exc.reply in (replies.UNKNOWN_TOKEN, replies.SENDER_NOT_ALLOWED):
+                self.unknown.record(ip)  # probing tokens with any sender is guessing
             return str(exc.reply)
         except StorageUnavailable as exc:
             log.warning("RCPT: database unavailable: %s", exc)

@@ -113,6 +113,19 @@ async def test_token_guessing_is_throttled(limited: Start) -> None:
         assert exc.value.code == 450
 
 
+async def test_probing_a_right_token_with_a_wrong_sender_counts_as_guessing(limited: Start) -> None:
+    relay, parties = await limited(unknown_recipients_per_ip=2)
+    async with client(relay) as smtp:
+        await smtp.mail("prober@elsewhere.example")
+        for _ in range(2):
+            with pytest.raises(aiosmtplib.SMTPRecipientRefused) as exc:
+                await smtp.rcpt(parties.seller_token)
+            assert exc.value.code == 550
+        with pytest.raises(aiosmtplib.SMTPRecipientRefused) as exc:
+            await smtp.rcpt(parties.seller_token)
+        assert exc.value.code == 450
+
+
 @pytest.mark.parametrize(
     ("limits", "extra", "text"),
     [
