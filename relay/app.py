@@ -98,6 +98,7 @@ class Relay:
                 data_timeout=smtp.data_timeout,
                 tls_context=tls_context,
                 require_tls=smtp.require_tls,
+                session_timeout=smtp.session_timeout,
                 gate=ConnectionGate(
                     self.config.limits.max_connections, self.config.limits.connections_per_ip
                 ),

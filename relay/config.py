@@ -139,6 +139,9 @@ class SmtpConfig(_Strict):
     max_hops: Annotated[Int, Field(gt=0)] = 30
     """More ``Received`` headers than this is a mail loop (554 5.4.6)."""
     data_timeout: PositiveSeconds = 300
+    """Silence allowed between two reads of a session (a command, a DATA line)."""
+    session_timeout: PositiveSeconds = 1800
+    """Longest a session may last in all, however busy (a slow drip of bytes)."""
     tls_cert: Path | None = None
     """PEM certificate (chain) for STARTTLS; STARTTLS is offered when it is set."""
     tls_key: Path | None = None

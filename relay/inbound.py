@@ -141,8 +141,10 @@ class RelaySMTP(SMTP):
     }
 
     gate: ConnectionGate | None = None
+    session_timeout: float | None = None
     _counted = False
     _refused = False
+    _deadline: asyncio.TimerHandle | None = None
 
     async def push(self, status: Any) -> None:
         if isinstance(status, str) and status in self._REWRITES:
@@ -164,11 +166,27 @@ class RelaySMTP(SMTP):
                 transport.close()
                 return
             self._counted = True
+        if self.session_timeout and self._deadline is None:
+            self._deadline = asyncio.get_running_loop().call_later(
+                self.session_timeout, self._expire, transport
+            )
         super().connection_made(transport)
+
+    def _expire(self, transport: asyncio.BaseTransport) -> None:
+        """smtp.session_timeout: a session that drips bytes forever is hung up on."""
+        current = self.transport or transport  # the TLS transport after STARTTLS
+        log.warning(
+            "closing a session over smtp.session_timeout: %s", self.session and self.session.peer
+        )
+        if isinstance(current, asyncio.WriteTransport) and not current.is_closing():
+            current.write(b"421 4.4.2 Session too long, closing connection\r\n")
+        current.close()
 
     def connection_lost(self, error: Exception | None) -> None:
         if self._refused:
             return
+        if self._deadline is not None:
+            self._deadline.cancel()
         if self._counted and self.gate is not None:
             self._counted = False
             self.gate.release()
@@ -190,6 +208,7 @@ def smtp_factory(
     tls_context: ssl.SSLContext | None = None,
     require_tls: bool = False,
     gate: ConnectionGate | None = None,
+    session_timeout: float | None = None,
 ) -> Callable[[], RelaySMTP]:
     """A protocol factory for ``loop.create_server``.
 
@@ -210,6 +229,7 @@ def smtp_factory(
             require_starttls=require_tls and tls_context is not None,
         )
         protocol.gate = gate
+        protocol.session_timeout = session_timeout
         return protocol
 
     return factory

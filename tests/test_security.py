@@ -142,3 +142,28 @@ def test_the_production_example_authenticates_senders() -> None:
     assert config.smtp.tls_cert is not None
     default = load_config(Path(__file__).parents[1] / "config" / "relay.yaml")
     assert default.auth.policy == "none"
+
+
+async def test_a_session_that_keeps_talking_is_closed_at_the_session_timeout(
+    tmp_path: Path, sink: Sink, dkim_key: tuple[Path, str]
+) -> None:
+    base = make_config(tmp_path, sink_port=sink.port, dkim_key=dkim_key[0])
+    smtp = SmtpConfig(port=0, hostname="mx.test", data_timeout=5, session_timeout=1.0)
+    relay = Relay(base.model_copy(update={"smtp": smtp}))
+    await relay.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+        await reader.readline()
+        closed_after = None
+        for tick in range(40):  # a NOOP every 0.1 s: never idle, never done
+            writer.write(b"NOOP\r\n")
+            await writer.drain()
+            line = await asyncio.wait_for(reader.readline(), timeout=5)
+            if not line or line.startswith(b"421"):
+                closed_after = tick
+                break
+            await asyncio.sleep(0.1)
+        assert closed_after is not None and closed_after < 30
+        writer.close()
+    finally:
+        await relay.stop()
