@@ -9,7 +9,6 @@ leaves at most an orphan file, never a row without its copy.
 
 from __future__ import annotations
 
-import os
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,6 +17,7 @@ from typing import Any
 
 from sqlmodel import Session, col, func, select
 
+from relay.durable import write_file
 from relay.models import Delivery, DeliveryAttempt, Message, RuleHit, utcnow
 
 
@@ -35,19 +35,7 @@ class Archive:
         rel = Path(f"{now:%Y/%m/%d}") / f"{now:%H%M%S}-{secrets.token_hex(8)}.{kind}.eml"
         path = self.root / rel
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-            try:
-                view = memoryview(data)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-            _fsync_dir(path.parent)
+            write_file(path, data)
         except OSError as exc:
             raise ArchiveError(f"cannot write archive copy: {exc}") from exc
         return rel.as_posix()
@@ -65,14 +53,6 @@ class Archive:
         copy takes) and is removed again, so restarts leave nothing behind."""
         rel = self.store(b"", "probe")
         (self.root / rel).unlink(missing_ok=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # --- queries for the CLI and the API ---------------------------------------

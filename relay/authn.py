@@ -101,14 +101,6 @@ class AuthResults:
     aligned_spf: bool = False
     aligned_dkim: bool = False
 
-    @property
-    def dkim_summary(self) -> str:
-        results = [r for r, _d in self.dkim]
-        for verdict in ("pass", "temperror", "fail"):
-            if verdict in results:
-                return verdict
-        return "none"
-
     def header(self, hostname: str) -> str:
         """The Authentication-Results value (RFC 8601) for the archived copy."""
         parts = [hostname]

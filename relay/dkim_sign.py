@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -18,6 +17,8 @@ import dkim
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+
+from relay.durable import write_file
 
 log = logging.getLogger("relay.dkim")
 
@@ -48,7 +49,7 @@ def generate_rsa_key(path: Path, *, bits: int = 2048) -> str:
         serialization.PrivateFormat.TraditionalOpenSSL,
         serialization.NoEncryption(),
     )
-    _write_private(path, pem)
+    write_file(path, pem, mode=0o600)
     return rsa_txt_record(pem)
 
 
@@ -58,23 +59,11 @@ def generate_ed25519_key(path: Path) -> str:
     seed = key.private_bytes(
         serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
     )
-    _write_private(path, base64.b64encode(seed) + b"\n")
+    write_file(path, base64.b64encode(seed) + b"\n", mode=0o600)
     public = key.public_key().public_bytes(
         serialization.Encoding.Raw, serialization.PublicFormat.Raw
     )
     return f"v=DKIM1; k=ed25519; p={base64.b64encode(public).decode()}"
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 def rsa_txt_record(pem: bytes) -> str:

@@ -27,6 +27,11 @@ from relay.replies import Rejected, SmtpReply
 log = logging.getLogger("relay.inbound")
 
 
+def _ip(peer: Any) -> str | None:
+    """The client's IP address from a socket peer name (None for a socket without one)."""
+    return str(peer[0]) if isinstance(peer, tuple) and peer else None
+
+
 def _envelope_sender(mail_from: str | None) -> str:
     if not mail_from or mail_from == "<>":
         return ""
@@ -68,7 +73,7 @@ class InboundHandler:
     ) -> str:
         if len(envelope.rcpt_tos) >= self.max_recipients:
             return str(replies.TOO_MANY_RECIPIENTS)
-        ip = str(session.peer[0]) if session.peer else "?"
+        ip = _ip(session.peer) or "?"
         if self.unknown.exceeded(ip):
             log.warning("RCPT refused: %s is over limits.unknown_recipients_per_ip", ip)
             return str(replies.GUESSING)
@@ -109,7 +114,7 @@ class InboundHandler:
                 _envelope_sender(envelope.mail_from),
                 list(envelope.rcpt_tos),
                 raw,
-                client_ip=str(session.peer[0]) if session.peer else None,
+                client_ip=_ip(session.peer),
                 helo=session.host_name or "",
             )
         except Rejected as exc:
@@ -155,8 +160,7 @@ class RelaySMTP(SMTP):
         """Admit the session, or answer 421 and hang up (limits.max_connections,
         limits.connections_per_ip).  Called again after STARTTLS: counted once."""
         if self.gate is not None and not self._counted:
-            peer = transport.get_extra_info("peername")
-            ip = str(peer[0]) if peer else "?"
+            ip = _ip(transport.get_extra_info("peername")) or "?"
             why = self.gate.admit(ip)
             if why is not None:
                 log.warning("refused a session from %s: %s", ip, why)

@@ -27,6 +27,7 @@ from relay.archive import Archive
 from relay.config import RelayConfig, SmarthostConfig
 from relay.db import Database, StorageUnavailable
 from relay.dkim_sign import Signer
+from relay.durable import write_file
 from relay.tls import client_context
 
 log = logging.getLogger("relay.outbound")
@@ -117,24 +118,11 @@ class MaildirTransport:
         return DeliveryResult(f"250 delivered to Maildir as {name}")
 
     def _write(self, envelope_from: str, recipient: str, data: bytes) -> str:
-        for sub in ("tmp", "new", "cur"):
-            (self.path / sub).mkdir(parents=True, exist_ok=True)
+        (self.path / "cur").mkdir(parents=True, exist_ok=True)
         name = f"{time.time():.6f}.{os.getpid()}_{secrets.token_hex(6)}.{socket.gethostname()}"
         trace = f"Return-Path: <{envelope_from}>\r\nDelivered-To: {recipient}\r\n".encode()
         content = (trace + data).replace(b"\r\n", b"\n")
-        tmp = self.path / "tmp" / name
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-        try:
-            os.write(fd, content)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path / "new" / name)
-        dirfd = os.open(self.path / "new", os.O_RDONLY)
-        try:
-            os.fsync(dirfd)
-        finally:
-            os.close(dirfd)
+        write_file(self.path / "new" / name, content, tmp=self.path / "tmp" / name)
         return name
 
 

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from relay.config import SmarthostConfig, SmtpConfig
+from relay.durable import write_file
 from relay.yamlload import ConfigError
 
 
@@ -77,15 +78,10 @@ def generate_self_signed(cert: Path, key: Path, *, hostname: str, days: int = 36
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(private, hashes.SHA256())
     )
-    key.parent.mkdir(parents=True, exist_ok=True)
-    cert.parent.mkdir(parents=True, exist_ok=True)
-    key.touch(mode=0o600, exist_ok=True)
-    key.chmod(0o600)
-    key.write_bytes(
-        private.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
+    pem = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
     )
-    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    write_file(key, pem, mode=0o600)
+    write_file(cert, certificate.public_bytes(serialization.Encoding.PEM), mode=0o644)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -109,11 +110,20 @@ class Sink:
         return [m for m in self.handler.messages if address in m.rcpt_tos]
 
 
-async def start_sink(port: int = 0) -> Sink:
+async def start_sink(port: int = 0, *, tls_context: ssl.SSLContext | None = None) -> Sink:
+    """A downstream server on loopback; with ``tls_context`` it insists on STARTTLS."""
     handler = SinkHandler()
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        lambda: SMTP(handler, hostname="sink.test", enable_SMTPUTF8=True), "127.0.0.1", port
+        lambda: SMTP(
+            handler,
+            hostname="sink.test",
+            enable_SMTPUTF8=True,
+            tls_context=tls_context,
+            require_starttls=tls_context is not None,
+        ),
+        "127.0.0.1",
+        port,
     )
     return Sink(handler, server)
 
@@ -248,6 +258,18 @@ async def send(
         recipients=list(recipients),
         timeout=30,
     )
+
+
+async def buyer_writes(relay: Relay, parties: Parties, **message: Any) -> None:
+    """The buyer sends ``build(**message)`` to the seller token, from their address."""
+    msg = build(frm=parties.buyer, to=parties.seller_token, **message)
+    await send(relay, msg, sender=parties.buyer, recipients=[parties.seller_token])
+
+
+async def seller_writes(relay: Relay, parties: Parties, **message: Any) -> None:
+    """The seller sends ``build(**message)`` to the buyer token, from their address."""
+    msg = build(frm=parties.seller, to=parties.buyer_token, **message)
+    await send(relay, msg, sender=parties.seller, recipients=[parties.buyer_token])
 
 
 async def send_null_sender(relay: Relay, data: bytes, *, recipients: Sequence[str]) -> None:

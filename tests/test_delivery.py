@@ -18,9 +18,9 @@ from relay.queue import backoff
 from tests.helpers import (
     Parties,
     Sink,
-    build,
+    buyer_writes,
     register,
-    send,
+    seller_writes,
     send_null_sender,
     wait_until,
 )
@@ -38,24 +38,6 @@ def attempts(relay: Relay) -> list[str]:
         return [a.outcome for a in s.exec(select(DeliveryAttempt).order_by(DeliveryAttempt.id))]  # type: ignore[arg-type]
 
     return relay.db.call(run)
-
-
-async def buyer_writes(relay: Relay, parties: Parties, subject: str = "Hello") -> None:
-    await send(
-        relay,
-        build(frm=parties.buyer, to=parties.seller_token, subject=subject),
-        sender=parties.buyer,
-        recipients=[parties.seller_token],
-    )
-
-
-async def seller_writes(relay: Relay, parties: Parties, subject: str = "Hello") -> None:
-    await send(
-        relay,
-        build(frm=parties.seller, to=parties.buyer_token, subject=subject),
-        sender=parties.seller,
-        recipients=[parties.buyer_token],
-    )
 
 
 def test_backoff_doubles_up_to_max() -> None:

@@ -10,7 +10,7 @@ from sqlmodel import Session, select
 from relay import store
 from relay.app import Relay
 from relay.models import Direction, Message, MessageStatus
-from tests.helpers import Parties, Sink, build, register, send, wait_until
+from tests.helpers import Parties, Sink, build, buyer_writes, register, send, wait_until
 
 
 def messages(relay: Relay) -> list[Message]:
@@ -88,12 +88,7 @@ async def test_buyer_initiated_conversation_is_exempt(
     relay: Relay, sink: Sink, parties: Parties
 ) -> None:
     opt_out(relay, parties.buyer)
-    await send(
-        relay,
-        build(frm=parties.buyer, to=parties.seller_token, subject="Question"),
-        sender=parties.buyer,
-        recipients=[parties.seller_token],
-    )
+    await buyer_writes(relay, parties, subject="Question")
     await sink.wait_for(1)
     await seller_writes(relay, parties, "Re: Question")
     msgs = await sink.wait_for(2)

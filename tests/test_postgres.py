@@ -17,7 +17,7 @@ from sqlmodel import Session, select
 from relay.app import Relay
 from relay.config import DatabaseConfig, RelayConfig
 from relay.models import Message, MessageStatus
-from tests.helpers import Sink, build, make_config, register, send, wait_until
+from tests.helpers import Sink, build, buyer_writes, make_config, register, send, wait_until
 
 ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
 
@@ -51,12 +51,7 @@ async def pg_relay(
 
 async def test_round_trip_on_postgresql(pg_relay: Relay, sink: Sink) -> None:
     parties = register(pg_relay)
-    await send(
-        pg_relay,
-        build(frm=parties.buyer, to=parties.seller_token, body=parties.buyer),
-        sender=parties.buyer,
-        recipients=[parties.seller_token],
-    )
+    await buyer_writes(pg_relay, parties, body=parties.buyer)
     (got,) = await sink.wait_for(1)
     assert parties.buyer.encode() not in got.data
     reply = build(

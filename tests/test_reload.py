@@ -8,7 +8,7 @@ import signal
 
 from relay.app import Relay
 from relay.config import RelayConfig
-from tests.helpers import Parties, Sink, build, send
+from tests.helpers import Parties, Sink, buyer_writes
 
 
 async def test_bad_rules_file_keeps_previous_rules(
@@ -19,12 +19,7 @@ async def test_bad_rules_file_keeps_previous_rules(
     assert relay.reload_rules() is False
     assert relay.pipeline.rules is before
     # The relay keeps working with the rules it had.
-    await send(
-        relay,
-        build(frm=parties.buyer, to=parties.seller_token),
-        sender=parties.buyer,
-        recipients=[parties.seller_token],
-    )
+    await buyer_writes(relay, parties)
     await sink.wait_for(1)
     config.filters.rules.write_text("rules: []\n")
     assert relay.reload_rules() is True

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiosmtplib
@@ -80,38 +82,39 @@ def test_tokens_are_random_and_not_enumerable() -> None:
         assert len({t[position] for t in tokens}) == 36
 
 
+@asynccontextmanager
+async def relay_with(
+    tmp_path: Path, sink: Sink, dkim_key: tuple[Path, str], **smtp: float
+) -> AsyncIterator[Relay]:
+    """A relay whose SMTP session timeouts are short enough to test."""
+    base = make_config(tmp_path, sink_port=sink.port, dkim_key=dkim_key[0])
+    smtp_config = SmtpConfig(port=0, hostname="mx.test", **smtp)  # type: ignore[arg-type]
+    relay = Relay(base.model_copy(update={"smtp": smtp_config}))
+    await relay.start()
+    try:
+        yield relay
+    finally:
+        await relay.stop()
+
+
 async def test_an_idle_session_is_closed(
     tmp_path: Path, sink: Sink, dkim_key: tuple[Path, str]
 ) -> None:
     """A slow-loris client that connects and says nothing is hung up on."""
-    base = make_config(tmp_path, sink_port=sink.port, dkim_key=dkim_key[0])
-    config = base.model_copy(
-        update={"smtp": SmtpConfig(port=0, hostname="mx.test", data_timeout=0.5)}
-    )
-    relay = Relay(config)
-    await relay.start()
-    try:
+    async with relay_with(tmp_path, sink, dkim_key, data_timeout=0.5) as relay:
         reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
         greeting = await reader.readline()
         assert greeting.startswith(b"220 ")
         rest = await asyncio.wait_for(reader.read(), timeout=5)  # EOF: the server hung up
         assert rest == b"" or rest.startswith(b"421")
         writer.close()
-    finally:
-        await relay.stop()
 
 
 async def test_a_slow_drip_of_data_is_cut_off(
     tmp_path: Path, sink: Sink, dkim_key: tuple[Path, str]
 ) -> None:
-    base = make_config(tmp_path, sink_port=sink.port, dkim_key=dkim_key[0])
-    config = base.model_copy(
-        update={"smtp": SmtpConfig(port=0, hostname="mx.test", data_timeout=0.5)}
-    )
-    relay = Relay(config)
-    await relay.start()
-    parties = register(relay)
-    try:
+    async with relay_with(tmp_path, sink, dkim_key, data_timeout=0.5) as relay:
+        parties = register(relay)
         reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
         await reader.readline()
         for line in (b"EHLO x", f"MAIL FROM:<{parties.buyer}>".encode()):
@@ -129,29 +132,12 @@ async def test_a_slow_drip_of_data_is_cut_off(
         assert not answer.startswith(b"250")
         writer.close()
         assert sink.messages == []
-    finally:
-        await relay.stop()
-
-
-def test_the_production_example_authenticates_senders() -> None:
-    from relay.config import load_config
-
-    config = load_config(Path(__file__).parents[1] / "config" / "production.example.yaml")
-    assert config.auth.policy == "dmarc"
-    assert config.delivery.smtp.starttls and config.delivery.smtp.verify
-    assert config.smtp.tls_cert is not None
-    default = load_config(Path(__file__).parents[1] / "config" / "relay.yaml")
-    assert default.auth.policy == "none"
 
 
 async def test_a_session_that_keeps_talking_is_closed_at_the_session_timeout(
     tmp_path: Path, sink: Sink, dkim_key: tuple[Path, str]
 ) -> None:
-    base = make_config(tmp_path, sink_port=sink.port, dkim_key=dkim_key[0])
-    smtp = SmtpConfig(port=0, hostname="mx.test", data_timeout=5, session_timeout=1.0)
-    relay = Relay(base.model_copy(update={"smtp": smtp}))
-    await relay.start()
-    try:
+    async with relay_with(tmp_path, sink, dkim_key, data_timeout=5, session_timeout=1.0) as relay:
         reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
         await reader.readline()
         closed_after = None
@@ -165,5 +151,14 @@ async def test_a_session_that_keeps_talking_is_closed_at_the_session_timeout(
             await asyncio.sleep(0.1)
         assert closed_after is not None and closed_after < 30
         writer.close()
-    finally:
-        await relay.stop()
+
+
+def test_the_production_example_authenticates_senders() -> None:
+    from relay.config import load_config
+
+    config = load_config(Path(__file__).parents[1] / "config" / "production.example.yaml")
+    assert config.auth.policy == "dmarc"
+    assert config.delivery.smtp.starttls and config.delivery.smtp.verify
+    assert config.smtp.tls_cert is not None
+    default = load_config(Path(__file__).parents[1] / "config" / "relay.yaml")
+    assert default.auth.policy == "none"

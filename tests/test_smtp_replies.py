@@ -12,7 +12,7 @@ import pytest
 from relay.app import Relay
 from relay.config import RelayConfig, SmtpConfig
 from relay.parse import TRACE_HEADER
-from tests.helpers import Parties, Sink, build, register, send
+from tests.helpers import Parties, Sink, build, buyer_writes, register, send
 
 
 async def refused_at_rcpt(relay: Relay, sender: str, rcpt: str) -> aiosmtplib.SMTPRecipientRefused:
@@ -82,12 +82,7 @@ async def test_messaging_off_refuses_new_buyers_only(
     from relay import store
 
     # An existing conversation: a message has passed before messaging is switched off.
-    await send(
-        relay,
-        build(frm=parties.buyer, to=parties.seller_token),
-        sender=parties.buyer,
-        recipients=[parties.seller_token],
-    )
+    await buyer_writes(relay, parties)
     await sink.wait_for(1)
     relay.db.call(lambda s: store.update_seller(s, parties.seller_id, messaging=False))
 
@@ -106,12 +101,7 @@ async def test_messaging_off_refuses_new_buyers_only(
     assert refused.code == 550 and refused.message.startswith("5.7.1")
     assert "not accepting messages from new buyers" in refused.message
 
-    await send(
-        relay,
-        build(frm=parties.buyer, to=parties.seller_token),
-        sender=parties.buyer,
-        recipients=[parties.seller_token],
-    )
+    await buyer_writes(relay, parties)
     await sink.wait_for(2)
     # The seller can still write to the new buyer: messaging off only stops new buyers.
     await send(

@@ -10,7 +10,6 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 import pytest_asyncio
-from aiosmtpd.smtp import SMTP
 from click.testing import CliRunner
 from sqlmodel import select
 
@@ -19,7 +18,7 @@ from relay.cli import main
 from relay.config import RelayConfig, SmarthostConfig, SmtpConfig
 from relay.models import Delivery, DeliveryAttempt
 from relay.tls import TlsError, generate_self_signed, server_context
-from tests.helpers import Sink, SinkHandler, build, make_config, register
+from tests.helpers import Sink, build, make_config, register, start_sink
 
 
 @pytest.fixture(scope="module")
@@ -128,14 +127,7 @@ async def start_tls_sink(cert: Path, key: Path) -> Sink:
     """A downstream server that insists on STARTTLS before it takes mail."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
-    handler = SinkHandler()
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(
-        lambda: SMTP(handler, hostname="sink.test", tls_context=context, require_starttls=True),
-        "127.0.0.1",
-        0,
-    )
-    return Sink(handler, server)
+    return await start_sink(tls_context=context)
 
 
 async def deliver_through(

@@ -13,12 +13,12 @@ note, say) can carry a real address to the recipient.
 from __future__ import annotations
 
 import html
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from email.message import EmailMessage, Message
 
 from relay.filters.base import Action, Hit, HtmlStripping, Matcher, Redacting, Verdict
 from relay.filters.html import redact as redact_html
-from relay.filters.kinds.common import replace_spans
+from relay.filters.spans import replace_spans
 from relay.filters.view import is_body, part_text
 from relay.parse import header_text
 from relay.tokenizer import set_header, set_part_text
@@ -36,44 +36,50 @@ def apply(message: EmailMessage, verdict: Verdict, *, marketplace: str) -> list[
 def _strip(message: EmailMessage, hits: list[Hit], marketplace: str) -> list[str]:
     if not hits:
         return []
-    done: list[str] = []
     parts = list(message.walk())
-    remove: dict[int, Hit] = {}
+    noted: dict[int, Hit] = {}
     for hit in hits:
         if hit.finding.part is not None and 0 <= hit.finding.part < len(parts):
-            remove.setdefault(hit.finding.part, hit)
-    cids: set[str] = set()
-    for matcher in _unique(
-        [h.rule.matcher for h in hits if isinstance(h.rule.matcher, HtmlStripping)]
-    ):
-        assert isinstance(matcher, HtmlStripping)
-        for part in parts:
-            if is_body(part) and part.get_content_subtype() == "html":
-                assert isinstance(part, EmailMessage)
-                source = part_text(part)
-                new, found = matcher.strip_html(source, html.escape(IMAGE_NOTE))
-                if new != source:
-                    set_part_text(part, new)
-                    done.append("linked image removed from the HTML body")
-                cids |= found
+            noted.setdefault(hit.finding.part, hit)
+    strippers = [m for m in _unique([h.rule.matcher for h in hits]) if isinstance(m, HtmlStripping)]
+    done, cids = _strip_html(parts, strippers)
     parents = _parents(message)
-    for part in parts:  # the inline images the removed tags showed go without a note
-        if cids and str(part.get("Content-ID", "")).strip().strip("<>") in cids:
-            parent = parents.get(id(part))
-            payload = parent.get_payload() if parent is not None else None
+    for index, part in enumerate(parts):  # the inline images removed tags showed: no note
+        if index not in noted and str(part.get("Content-ID", "")).strip().strip("<>") in cids:
+            payload = parents[id(part)].get_payload() if id(part) in parents else None
             if isinstance(payload, list) and len(payload) > 1:
                 payload.remove(part)
                 done.append("removed the linked image's inline part")
-    for index, hit in sorted(remove.items()):
-        part = parts[index]
+    for index, hit in sorted(noted.items()):
         label = hit.where or "a part"
         note = (
             f"[{marketplace} removed {label} from this message:"
             f" {hit.rule.description or hit.detail}]\n"
         )
-        _replace(message, parents, part, note)
+        _replace(message, parents, parts[index], note)
         done.append(f"removed {label} (rule {hit.rule_id})")
     return done
+
+
+def _strip_html(
+    parts: Sequence[Message], strippers: Sequence[HtmlStripping]
+) -> tuple[list[str], set[str]]:
+    """Strip elements from every HTML body; returns what was done and the Content-IDs
+    of the inline parts the removed elements showed."""
+    done: list[str] = []
+    cids: set[str] = set()
+    for part in parts:
+        if not strippers or not (is_body(part) and part.get_content_subtype() == "html"):
+            continue
+        assert isinstance(part, EmailMessage)
+        source = new = part_text(part)
+        for stripper in strippers:
+            new, found = stripper.strip_html(new, html.escape(IMAGE_NOTE))
+            cids |= found
+        if new != source:
+            set_part_text(part, new)
+            done.append("linked image removed from the HTML body")
+    return done, cids
 
 
 def _parents(message: Message) -> dict[int, Message]:
@@ -101,8 +107,7 @@ def _replace(message: EmailMessage, parents: dict[int, Message], part: Message, 
     del replacement["MIME-Version"]
     payload = parent.get_payload()
     assert isinstance(payload, list)
-    if any(p is part for p in payload):  # not already removed with a linked image
-        payload[payload.index(part)] = replacement
+    payload[payload.index(part)] = replacement
 
 
 def _redact(message: EmailMessage, hits: list[Hit], marker: str) -> list[str]:

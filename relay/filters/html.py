@@ -10,9 +10,11 @@ in text and attribute values, which is what evasion tricks rely on.
 from __future__ import annotations
 
 import html
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
+
+from relay.filters.spans import replace_spans
 
 _BLOCK = frozenset(
     [
@@ -138,7 +140,7 @@ class _Scanner(_Walker):
         value = _attr(attrs, attr) if attr else None
         if value:
             self.result.links.append(clean_url(value))
-        if tag in _IMAGES or (tag == "input" and (_attr(attrs, "type") or "").lower() == "image"):
+        if is_image(tag, attrs):
             href = self.link
             if href:
                 src = _attr(attrs, "src") or _attr(attrs, "href") or ""
@@ -161,134 +163,32 @@ TagHook = Callable[[str, Attrs, str | None], str | None]
 """(tag, attributes, enclosing link) → replacement markup, or None to keep the tag."""
 
 
-class _Rewriter(_Walker):
-    def __init__(self, on_text: Callable[[str], str], on_tag: TagHook) -> None:
-        super().__init__()
-        self.on_text = on_text
-        self.on_tag = on_tag
-        self.out: list[str] = []
-
-    def _tag(self, tag: str, attrs: Attrs, selfclosing: bool) -> None:
-        replacement = self.on_tag(tag, attrs, self.link)
-        self.out.append(self.get_starttag_text() or "" if replacement is None else replacement)
-        self._enter(tag, attrs, selfclosing)
-
-    def handle_starttag(self, tag: str, attrs: Attrs) -> None:
-        self._tag(tag, attrs, False)
-
-    def handle_startendtag(self, tag: str, attrs: Attrs) -> None:
-        self._tag(tag, attrs, True)
-
-    def handle_endtag(self, tag: str) -> None:
-        self._leave(tag)
-        self.out.append(f"</{tag}>")
-
-    def handle_data(self, data: str) -> None:
-        if self.cdata_elem is not None:  # script/style
-            self.out.append(data)
-        else:
-            self.out.append(html.escape(self.on_text(data), quote=False))
-
-    def handle_comment(self, data: str) -> None:
-        self.out.append(f"<!--{data}-->")
-
-    def handle_decl(self, decl: str) -> None:
-        self.out.append(f"<!{decl}>")
-
-    def handle_pi(self, data: str) -> None:
-        self.out.append(f"<?{data}>")
-
-    def unknown_decl(self, data: str) -> None:
-        self.out.append(f"<![{data}]>")
+def is_image(tag: str, attrs: Attrs) -> bool:
+    return tag in _IMAGES or (tag == "input" and (_attr(attrs, "type") or "").lower() == "image")
 
 
-def rewrite(
-    source: str,
-    *,
-    on_text: Callable[[str], str] = lambda s: s,
-    on_tag: TagHook = lambda _t, _a, _l: None,
-) -> str:
-    """The document with text passed through ``on_text`` and tags through ``on_tag``.
+class _Copier(_Walker):
+    """Reads a document as markup pieces and text chunks, to write it back changed.
 
-    Only called when something must change; untouched bodies keep their bytes.
+    Text is kept apart from markup so that a match can be sought in the text as it
+    reads (``call <b>me</b>`` is "call me") and cut out of every chunk it spans.
+    Block boundaries are chunks of their own ("\n"), so that matches do not run
+    across them, but are in no piece and so are not written back.
     """
-    parser = _Rewriter(on_text, on_tag)
-    parser.feed(source)
-    parser.close()
-    return "".join(parser.out)
 
-
-def build_tag(tag: str, attrs: Attrs) -> str:
-    parts = [tag]
-    for name, value in attrs:
-        parts.append(name if value is None else f'{name}="{html.escape(value, quote=True)}"')
-    return "<" + " ".join(parts) + ">"
-
-
-def _attr(attrs: Attrs, name: str) -> str | None:
-    for key, value in attrs:
-        if key == name:
-            return value
-    return None
-
-
-def clean_url(value: str) -> str:
-    """A URL attribute as a browser reads it: tabs and newlines inside are ignored,
-    surrounding whitespace and control characters stripped (WHATWG URL parsing)."""
-    value = value.replace("\t", "").replace("\n", "").replace("\r", "")
-    return value.strip(
-        "\x00\x01\x02\x03\x04\x05\x06\x07\x08\x0b\x0c\x0e\x0f\x10\x11\x12"
-        "\x13\x14\x15\x16\x17\x18\x19\x1a\x1b\x1c\x1d\x1e\x1f "
-    )
-
-
-Spans = Callable[[str], list[tuple[int, int]]]
-_TEXT_ATTRS = frozenset({"alt", "title"})
-"""Attributes a reader sees as text (an image's alt text shows when images are off)."""
-
-
-class _Redactor(_Walker):
-    """Records the document as raw pieces and text chunks, so that matches are
-    looked for in the text as read (``call <b>me</b>`` is "call me") and then
-    cut out of whichever chunks they span."""
-
-    def __init__(self, spans: Spans, marker: str) -> None:
+    def __init__(self, on_tag: TagHook) -> None:
         super().__init__()
-        self.spans = spans
-        self.marker = marker
+        self.on_tag = on_tag
         self.pieces: list[str | int] = []
         """Markup as is, or the index of a text chunk."""
         self.chunks: list[str] = []
-        self.changed = False
 
     def _tag(self, tag: str, attrs: Attrs, selfclosing: bool) -> None:
         if tag in _BLOCK:
-            self._separator()
-        new_attrs: Attrs = []
-        touched = False
-        for name, value in attrs:
-            if value and name == LINK_ATTRS.get(tag) and self.spans(value):
-                touched = True  # the link goes, its text stays
-                continue
-            if value and name in _TEXT_ATTRS:
-                found = self.spans(value)
-                if found:
-                    touched = True
-                    value = _cut(value, found, self.marker)
-            new_attrs.append((name, value))
-        if touched:
-            self.changed = True
-            self.pieces.append(
-                build_tag(tag, new_attrs).removesuffix(">") + ("/>" if selfclosing else ">")
-            )
-        else:
-            self.pieces.append(self.get_starttag_text() or "")
+            self.chunks.append("\n")
+        replacement = self.on_tag(tag, attrs, self.link)
+        self.pieces.append(self.get_starttag_text() or "" if replacement is None else replacement)
         self._enter(tag, attrs, selfclosing)
-
-    def _separator(self) -> None:
-        """A block boundary: text, so that matches do not run across it, but not
-        rendered (it is in no piece)."""
-        self.chunks.append("\n")
 
     def handle_starttag(self, tag: str, attrs: Attrs) -> None:
         self._tag(tag, attrs, False)
@@ -300,7 +200,7 @@ class _Redactor(_Walker):
         self._leave(tag)
         self.pieces.append(f"</{tag}>")
         if tag in _BLOCK:
-            self._separator()
+            self.chunks.append("\n")
 
     def handle_data(self, data: str) -> None:
         if self.cdata_elem is not None:  # script/style: not text
@@ -321,9 +221,8 @@ class _Redactor(_Walker):
     def unknown_decl(self, data: str) -> None:
         self.pieces.append(f"<![{data}]>")
 
-    def render(self) -> str:
-        joined = "".join(self.chunks)
-        found = sorted(self.spans(joined))
+    def render(self, spans: Sequence[tuple[int, int]] = (), marker: str = "") -> str:
+        """The document, with ``spans`` of the joined text replaced by ``marker``."""
         starts: list[int] = []
         pos = 0
         for chunk in self.chunks:
@@ -333,46 +232,81 @@ class _Redactor(_Walker):
         for piece in self.pieces:
             if isinstance(piece, str):
                 out.append(piece)
-            else:
-                chunk = self.chunks[piece]
-                begin = starts[piece]
-                local = [
-                    (max(s, begin) - begin, min(e, begin + len(chunk)) - begin, s >= begin)
-                    for s, e in found
-                    if s < begin + len(chunk) and e > begin
-                ]
-                if local:
-                    self.changed = True
-                out.append(html.escape(_cut_local(chunk, local, self.marker), quote=False))
+                continue
+            begin = starts[piece]
+            local = [(s - begin, e - begin) for s, e in spans]
+            out.append(html.escape(replace_spans(self.chunks[piece], local, marker), quote=False))
         return "".join(out)
 
 
-def _cut(text: str, spans: list[tuple[int, int]], marker: str) -> str:
-    return _cut_local(text, [(s, e, True) for s, e in spans], marker)
+def _copy(source: str, on_tag: TagHook) -> _Copier:
+    parser = _Copier(on_tag)
+    parser.feed(source)
+    parser.close()
+    return parser
 
 
-def _cut_local(text: str, spans: list[tuple[int, int, bool]], marker: str) -> str:
-    """Remove each span; put the marker where a match starts (not in the chunks a
-    match merely continues into)."""
-    out: list[str] = []
-    pos = 0
-    for start, end, starts_here in sorted(spans):
-        if end <= pos:
-            continue
-        start = max(start, pos)
-        out.append(text[pos:start])
-        if starts_here:
-            out.append(marker)
-        pos = end
-    out.append(text[pos:])
-    return "".join(out)
+def rewrite(source: str, *, on_tag: TagHook) -> str:
+    """The document with tags passed through ``on_tag``.
+
+    Only called when something must change; untouched bodies keep their bytes.
+    """
+    return _copy(source, on_tag).render()
+
+
+def build_tag(tag: str, attrs: Attrs) -> str:
+    """A start tag (void elements need no "/>" in HTML)."""
+    parts = [tag]
+    for name, value in attrs:
+        parts.append(name if value is None else f'{name}="{html.escape(value, quote=True)}"')
+    return "<" + " ".join(parts) + ">"
+
+
+def _attr(attrs: Attrs, name: str) -> str | None:
+    for key, value in attrs:
+        if key == name:
+            return value
+    return None
+
+
+def clean_url(value: str) -> str:
+    """A URL attribute as a browser reads it: tabs and newlines inside are ignored,
+    surrounding whitespace and control characters stripped (WHATWG URL parsing)."""
+    value = value.replace("\t", "").replace("\n", "").replace("\r", "")
+    return value.strip("".join(map(chr, range(0x20))) + " ")
+
+
+Spans = Callable[[str], list[tuple[int, int]]]
+_TEXT_ATTRS = frozenset({"alt", "title"})
+"""Attributes a reader sees as text (an image's alt text shows when images are off)."""
 
 
 def redact(source: str, spans: Spans, marker: str) -> str | None:
     """The HTML with every match in its visible text and text attributes replaced
     by ``marker`` and matching link targets removed; None if nothing matched."""
-    parser = _Redactor(spans, marker)
-    parser.feed(source)
-    parser.close()
-    result = parser.render()
-    return result if parser.changed else None
+    touched = False
+
+    def on_tag(tag: str, attrs: Attrs, _link: str | None) -> str | None:
+        nonlocal touched
+        new_attrs: Attrs = []
+        changed = False
+        for name, value in attrs:
+            if value and name == LINK_ATTRS.get(tag) and spans(value):
+                changed = True  # the link goes, its text stays
+                continue
+            if value and name in _TEXT_ATTRS:
+                found = spans(value)
+                if found:
+                    changed = True
+                    value = replace_spans(value, found, marker)
+            new_attrs.append((name, value))
+        if not changed:
+            return None
+        touched = True
+        return build_tag(tag, new_attrs)
+
+    copier = _copy(source, on_tag)
+    found = spans("".join(copier.chunks))
+    if not found and not touched:
+        return None
+    return copier.render(found, marker)

@@ -108,6 +108,10 @@ class MessageView:
 
     def texts(self) -> list[tuple[str, str]]:
         """(where, text) for the subject and each body as its reader sees it."""
+        return self._texts
+
+    @cached_property
+    def _texts(self) -> list[tuple[str, str]]:
         out = [("subject", self.subject)]
         for body in self.bodies:
             out.append((body.where, self.html(body).text if body.html else body.source))

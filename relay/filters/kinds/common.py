@@ -41,20 +41,3 @@ def as_mapping(value: Any, key: str) -> Any:
 def excerpt(text: str, limit: int = 80) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def replace_spans(text: str, spans: list[tuple[int, int]], marker: str) -> str:
-    """``text`` with each (merged) span replaced by ``marker``."""
-    if not spans:
-        return text
-    out: list[str] = []
-    pos = 0
-    for start, end in sorted(spans):
-        if end <= pos:
-            continue
-        start = max(start, pos)
-        out.append(text[pos:start])
-        out.append(marker)
-        pos = end
-    out.append(text[pos:])
-    return "".join(out)

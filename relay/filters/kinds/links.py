@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import Field
 
 from relay.filters.base import Finding
-from relay.filters.html import Attrs
+from relay.filters.html import Attrs, is_image
 from relay.filters.html import rewrite as rewrite_html
 from relay.filters.kinds.common import Settings
 from relay.filters.registry import register
@@ -91,11 +91,7 @@ class LinkedImages:
         removed = 0
 
         def on_tag(tag: str, attrs: Attrs, link: str | None) -> str | None:
-            image = tag in ("img", "image") or (
-                tag == "input"
-                and any(k == "type" and (v or "").lower() == "image" for k, v in attrs)
-            )
-            if not image or not self._external(link):
+            if not is_image(tag, attrs) or not self._external(link):
                 return None
             for key, value in attrs:
                 if key in ("src", "href") and value and value.lower().startswith("cid:"):

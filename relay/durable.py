@@ -1,0 +1,35 @@
+"""Writing a file so that it survives a crash, once written: archive copies, Maildir
+deliveries, keys.
+
+The data goes to a temporary file, written in full and fsynced, which is then
+renamed into place; the directory is fsynced so that the rename itself is on disk.
+A reader sees the old file or the whole new one, never a part.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def write_file(path: Path, data: bytes, *, mode: int = 0o640, tmp: Path | None = None) -> None:
+    """Write ``data`` to ``path`` (parent directories created); ``tmp`` is where it
+    is written first, by default next to ``path`` (Maildir wants it in ``tmp/``)."""
+    tmp = tmp or path.with_name(path.name + ".tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dirfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dirfd)
+    finally:
+        os.close(dirfd)
