@@ -26,8 +26,16 @@ log = logging.getLogger("relay.app")
 
 
 class Relay:
-    def __init__(self, config: RelayConfig, *, transport: Transport | None = None) -> None:
+    def __init__(
+        self,
+        config: RelayConfig,
+        *,
+        transport: Transport | None = None,
+        reuse_port: bool = False,
+    ) -> None:
         self.config = config
+        self.reuse_port = reuse_port
+        """Bind with SO_REUSEPORT, so that sibling worker processes share the port."""
         self.db = Database(config.database)
         self.archive = Archive(config.archive.path)
         self.pipeline = Pipeline(config, self.db, self.archive, rules=self._load_rules())
@@ -105,6 +113,7 @@ class Relay:
             ),
             host=smtp.host,
             port=smtp.port,
+            reuse_port=self.reuse_port or None,
         )
         log.info(
             "listening on %s:%d as %s%s",

@@ -8,7 +8,6 @@ carried out.  Set ``RELAY_DEBUG=1`` to see the traceback of an unexpected error.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -204,21 +203,30 @@ def main() -> None:
 @main.command()
 @common
 @click.option("-v", "--verbose", is_flag=True, help="Log every SMTP command.")
+@click.option(
+    "-w",
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Relay processes sharing the port (default: smtp.workers, 1).",
+)
 @pass_ctx
 @handled
-def serve(ctx: Context, verbose: bool) -> None:
+def serve(ctx: Context, verbose: bool, workers: int | None) -> None:
     """Run the SMTP server and the delivery workers until stopped."""
-    from relay.app import Relay
+    from relay import workers as supervisor
 
+    config = ctx.config
+    count = workers or config.smtp.workers
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format="%(asctime)s %(levelname)s "
+        + ("[%(process)d] " if count > 1 else "")
+        + "%(name)s: %(message)s",
     )
     if not verbose:
         logging.getLogger("mail.log").setLevel(logging.WARNING)
-    config = ctx.config
-    relay = Relay(config)
-    asyncio.run(relay.serve_forever())
+    sys.exit(supervisor.serve(config, count))
 
 
 @main.command("check-config")

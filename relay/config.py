@@ -147,6 +147,8 @@ class SmtpConfig(_Strict):
     tls_key: Path | None = None
     require_tls: bool = False
     """Refuse MAIL until the client has used STARTTLS (530 5.7.0)."""
+    workers: Annotated[Int, Field(ge=1, le=64)] = 1
+    """Relay processes on this host, sharing the port (SO_REUSEPORT) and the database."""
 
     @model_validator(mode="after")
     def _tls(self) -> Self:

@@ -66,12 +66,15 @@ async def cli(config: Path, *args: str) -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def serving(config: Path, port: int) -> AsyncIterator[asyncio.subprocess.Process]:
+async def serving(
+    config: Path, port: int, *extra: str
+) -> AsyncIterator[asyncio.subprocess.Process]:
     proc = await asyncio.create_subprocess_exec(
         RELAY,
         "serve",
         "-c",
         str(config),
+        *extra,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )

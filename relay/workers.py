@@ -1,0 +1,164 @@
+"""Several relay processes on one host: ``relay serve --workers N``.
+
+One Python process fills one core: the GIL lets only one thread parse, rewrite
+or sign at a time.  So the relay runs as N whole relays (SMTP server and
+delivery worker each, with their own event loop), forked from one supervisor.
+Each binds the same port with SO_REUSEPORT and the kernel spreads incoming
+connections across them; they share the database, whose queue leases already
+keep two workers off the same delivery (``relay.queue``).
+
+The supervisor does what must happen once: it creates or upgrades the schema,
+checks the archive and creates a missing DKIM key before any worker starts, so
+that N processes never race to do it.  It forwards SIGHUP (reload the rules)
+and SIGTERM/SIGINT (drain and stop) to the workers and restarts a worker that
+dies, unless workers keep dying at start (a port in use, say): then it stops
+all of them and exits non-zero rather than spin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import socket
+import time
+from multiprocessing.process import BaseProcess
+from types import FrameType
+
+from relay.app import Relay
+from relay.archive import Archive
+from relay.config import RelayConfig
+from relay.db import Database
+
+log = logging.getLogger("relay.workers")
+
+STOP_GRACE = 40.0
+"""Seconds a worker gets to drain its sessions and deliveries after SIGTERM."""
+EARLY_DEATH = 5.0
+"""A worker that exits sooner than this after its start died "at start"."""
+MAX_EARLY_DEATHS = 3
+
+
+def _run_worker(config: RelayConfig, index: int) -> None:
+    """A worker process: one whole relay until SIGTERM."""
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)  # the supervisor's handlers are not ours
+    log.info("worker %d started (pid %d)", index, os.getpid())
+    asyncio.run(Relay(config, reuse_port=True).serve_forever())
+
+
+def _prepare(config: RelayConfig) -> None:
+    """The once-per-host start-up work, done before any worker exists."""
+    db = Database(config.database)
+    try:
+        db.migrate()
+    finally:
+        db.dispose()  # a forked child must not share the parent's connections
+    Archive(config.archive.path).check_writable()
+    Relay(config).signer()  # creates the DKIM key if it is missing
+
+
+def _reserve_port(config: RelayConfig) -> tuple[RelayConfig, socket.socket | None]:
+    """With port 0, pick one port for all workers: bound (never listening) here with
+    SO_REUSEPORT, so that the workers, and a restarted worker, can bind it too."""
+    if config.smtp.port != 0:
+        return config, None
+    family = socket.AF_INET6 if ":" in config.smtp.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((config.smtp.host, 0))
+    port = sock.getsockname()[1]
+    smtp = config.smtp.model_copy(update={"port": port})
+    return config.model_copy(update={"smtp": smtp}), sock
+
+
+class Supervisor:
+    def __init__(self, config: RelayConfig, workers: int) -> None:
+        self.config = config
+        self.count = workers
+        self.context = multiprocessing.get_context("fork")
+        self.procs: dict[int, BaseProcess] = {}
+        self.started: dict[int, float] = {}
+        self.stopping = False
+        self.early_deaths = 0
+
+    def _start(self, index: int) -> None:
+        proc = self.context.Process(
+            target=_run_worker, args=(self.config, index), name=f"relay-worker-{index}"
+        )
+        proc.start()
+        self.procs[index] = proc
+        self.started[index] = time.monotonic()
+
+    def _signal_all(self, sig: int) -> None:
+        for proc in self.procs.values():
+            if proc.pid is not None and proc.is_alive():
+                os.kill(proc.pid, sig)
+
+    def _on_stop(self, _sig: int, _frame: FrameType | None) -> None:
+        self.stopping = True
+
+    def _on_hup(self, _sig: int, _frame: FrameType | None) -> None:
+        log.info("forwarding SIGHUP to the workers")
+        self._signal_all(signal.SIGHUP)
+
+    def run(self) -> int:
+        """Start the workers and look after them until SIGTERM/SIGINT; the exit status."""
+        _prepare(self.config)
+        self.config, placeholder = _reserve_port(self.config)
+        try:
+            for index in range(self.count):
+                self._start(index)
+            signal.signal(signal.SIGTERM, self._on_stop)
+            signal.signal(signal.SIGINT, self._on_stop)
+            signal.signal(signal.SIGHUP, self._on_hup)
+            log.info(
+                "%d workers share %s:%d", self.count, self.config.smtp.host, self.config.smtp.port
+            )
+            status = self._watch()
+        finally:
+            self._stop_all()
+            if placeholder is not None:
+                placeholder.close()
+        return status
+
+    def _watch(self) -> int:
+        while not self.stopping:
+            sentinels = [p.sentinel for p in self.procs.values()]
+            multiprocessing.connection.wait(sentinels, timeout=0.5)
+            for index, proc in list(self.procs.items()):
+                if proc.is_alive() or self.stopping:
+                    continue
+                proc.join()
+                lived = time.monotonic() - self.started[index]
+                log.error("worker %d (pid %s) exited with %s", index, proc.pid, proc.exitcode)
+                if lived < EARLY_DEATH:
+                    self.early_deaths += 1
+                    if self.early_deaths >= MAX_EARLY_DEATHS:
+                        log.error("workers keep dying at start; stopping")
+                        return 1
+                    time.sleep(1.0)
+                self._start(index)
+        return 0
+
+    def _stop_all(self) -> None:
+        log.info("stopping %d workers", len(self.procs))
+        self._signal_all(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE
+        for proc in self.procs.values():
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                log.error("worker pid %s did not stop in time; killing it", proc.pid)
+                proc.kill()
+                proc.join()
+
+
+def serve(config: RelayConfig, workers: int) -> int:
+    """``relay serve``: one relay in this process, or a supervisor of ``workers``."""
+    if workers <= 1:
+        asyncio.run(Relay(config).serve_forever())
+        return 0
+    return Supervisor(config, workers).run()

@@ -1,0 +1,86 @@
+"""``relay serve --workers N``: N processes share the port and the database.
+
+The real command runs as a subprocess: connections spread over both workers,
+every message is delivered once, a killed worker is replaced, SIGHUP reaches
+every worker, and SIGTERM stops them all with status 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+from pathlib import Path
+
+import aiosmtplib
+
+from tests.helpers import build, start_sink, wait_until
+from tests.test_crash import cli, free_port, serving, write_config
+
+
+def children(pid: int) -> set[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text(encoding="ascii")
+    return {int(p) for p in text.split()}
+
+
+async def test_two_workers_share_the_port_and_deliver_each_message_once(tmp_path: Path) -> None:
+    smtp_port, sink_port = free_port(), free_port()
+    config = write_config(tmp_path, smtp_port=smtp_port, sink_port=sink_port)
+    seller = await cli(
+        config, "seller", "add", "--name", "Crafts", "--email", "shop@seller.example"
+    )
+    order = await cli(
+        config,
+        "order",
+        "add",
+        "O-1",
+        "--buyer",
+        "maria@buyer.example",
+        "--seller",
+        str(seller["seller_id"]),
+    )
+    token = order["seller_token"]
+    sink = await start_sink(sink_port)
+    try:
+        async with serving(config, smtp_port, "--workers", "2") as proc:
+            await wait_until(lambda: len(children(proc.pid)) == 2)
+            first = children(proc.pid)
+
+            async def one(i: int) -> None:  # one connection per message: spread by the kernel
+                msg = build(frm="maria@buyer.example", to=token, subject=f"message {i}")
+                await aiosmtplib.send(
+                    msg,
+                    hostname="127.0.0.1",
+                    port=smtp_port,
+                    sender="maria@buyer.example",
+                    recipients=[token],
+                )
+
+            await asyncio.gather(*(one(i) for i in range(24)))
+            got = await sink.wait_for(24, timeout=30)
+            assert sorted(str(m.message["Subject"]) for m in got) == sorted(
+                f"message {i}" for i in range(24)
+            )
+
+            victim = min(first)
+            os.kill(victim, signal.SIGKILL)
+            await wait_until(lambda: len(children(proc.pid) - {victim}) == 2, timeout=10)
+            await one(99)  # still served, by the survivor or the replacement
+            await sink.wait_for(25, timeout=20)
+
+            proc.send_signal(signal.SIGHUP)
+            await asyncio.sleep(1.0)
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 60) == 0
+            _out, err = await proc.communicate()
+        log = err.decode()
+        assert "Traceback" not in log
+        queued_by = set(re.findall(r"\[(\d+)\] relay\.pipeline: message \d+ queued", log))
+        assert len(queued_by) >= 2, "both workers accepted mail"
+        assert len(re.findall(r"reloaded 0 filter rules", log)) == 2, "SIGHUP reached both"
+        await asyncio.sleep(0.3)
+        assert len(sink.messages) == 25
+    finally:
+        sink.server.close()
+        await sink.server.wait_closed()
