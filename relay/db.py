@@ -1,15 +1,29 @@
-"""Database engine, schema and the one way coroutines reach the database.
+"""Database engine, schema, and the two ways the relay reaches the database.
 
-Sessions are synchronous (sqlmodel); coroutines call ``await db.run(fn, ...)``,
-which runs ``fn(session, ...)`` in a worker thread so that the SMTP server's event
-loop never waits on SQL.  SQLite is opened in WAL mode with ``synchronous=FULL``:
-a commit is on disk when it returns, which is what lets us answer 250 (SPEC §6).
+Sessions are synchronous (sqlmodel).  Reads go through ``db.call`` (in the
+calling thread) or ``await db.run(fn, ...)`` (in a worker thread, so that the
+SMTP server's event loop never waits on SQL).  The hot path's writes go through
+``db.write`` / ``await db.awrite``: one writer thread per process takes every
+write queued meanwhile and commits them together (group commit), each in its
+own savepoint, so a failing one is rolled back alone.  Twenty concurrent
+sessions then cost one commit, not twenty that queue for SQLite's single write
+lock, and a write transaction lasts only as long as its INSERTs and UPDATEs:
+parsing, rewriting and archiving happen before it.
+
+SQLite is opened in WAL mode with ``synchronous=FULL``: a commit is on disk when
+it returns, which is what lets us answer 250 (SPEC §6).  The writer's
+transactions start with ``BEGIN IMMEDIATE``: they take the write lock at once
+(waiting up to ``busy_timeout`` for another process's writer) instead of
+failing later on a stale read snapshot.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,7 +32,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import event, inspect, make_url, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import Session, SQLModel, create_engine, select
 
@@ -42,7 +56,9 @@ class StorageUnavailable(Exception):
     """The database could not be reached or did not answer in time."""
 
 
-def make_engine(config: DatabaseConfig) -> Engine:
+def make_engine(config: DatabaseConfig, *, writer: bool = False) -> Engine:
+    """The engine; ``writer`` makes SQLite transactions ``BEGIN IMMEDIATE``, with
+    savepoints that work (pysqlite's own transaction handling breaks them)."""
     url = config.url
     if url.startswith("sqlite"):
         _ensure_sqlite_dir(url)
@@ -58,6 +74,14 @@ def make_engine(config: DatabaseConfig) -> Engine:
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute(f"PRAGMA busy_timeout={int(config.busy_timeout * 1000)}")
             cur.close()
+            if writer:
+                dbapi_conn.isolation_level = None  # we say BEGIN ourselves
+
+        if writer:
+
+            @event.listens_for(engine, "begin")
+            def _begin_immediate(conn: Any) -> None:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     connect_args: dict[str, Any] = {}
@@ -109,6 +133,24 @@ class Database:
     def __init__(self, config: DatabaseConfig) -> None:
         self.config = config
         self.engine = make_engine(config)
+        self._writer: GroupCommit | None = None
+        self._writer_lock = threading.Lock()
+
+    def _group(self) -> GroupCommit:
+        with self._writer_lock:
+            if self._writer is None:
+                self._writer = GroupCommit(make_engine(self.config, writer=True))
+            return self._writer
+
+    def write(self, fn: Callable[Concatenate[Session, P], T], *args: P.args, **kw: P.kwargs) -> T:
+        """Run ``fn(session, ...)`` in the writer thread; returns once it is committed."""
+        return self._group().submit(fn, *args, **kw).result()
+
+    async def awrite(
+        self, fn: Callable[Concatenate[Session, P], T], *args: P.args, **kw: P.kwargs
+    ) -> T:
+        """``write`` for coroutines: the event loop waits for nothing."""
+        return await asyncio.wrap_future(self._group().submit(fn, *args, **kw))
 
     def migrate(self) -> None:
         """Create or upgrade the schema; safe when several processes start at once.
@@ -158,7 +200,113 @@ class Database:
             return row.version if row else None
 
     def dispose(self) -> None:
+        with self._writer_lock:
+            writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
         self.engine.dispose()
+
+
+class GroupCommit:
+    """A writer thread that commits every write queued while it was busy, together.
+
+    Each job runs in a savepoint of the shared transaction: an exception rolls
+    back that job alone and is raised to its caller; the others still commit.
+    A failed commit fails every job of the batch (StorageUnavailable): none of
+    their senders has been told 250.
+    """
+
+    MAX_BATCH = 64
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="relay-db-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[..., T], *args: Any, **kw: Any) -> concurrent.futures.Future[T]:
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._jobs.put(_Job(fn, args, kw, future))
+        return future
+
+    def close(self) -> None:
+        """Finish what is queued, then stop the thread."""
+        self._jobs.put(None)
+        self._thread.join(timeout=60)
+        self.engine.dispose()
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._jobs.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self.MAX_BATCH:
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    stopping = True
+                    break
+                batch.append(job)
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Job]) -> None:
+        done: list[tuple[_Job, Any]] = []
+        failed: list[tuple[_Job, BaseException]] = []
+        try:
+            with Session(self.engine, expire_on_commit=False) as session:
+                for job in batch:
+                    if not job.future.set_running_or_notify_cancel():
+                        continue
+                    try:
+                        with session.begin_nested():
+                            result = job.fn(session, *job.args, **job.kw)
+                            session.flush()
+                    except (OperationalError, InterfaceError, PoolTimeout):
+                        raise  # the connection or the lock: the whole batch fails
+                    except DBAPIError as job_error:  # this job's statement only
+                        failed.append((job, StorageUnavailable(_describe(job_error))))
+                    except BaseException as job_error:  # raised to its caller
+                        failed.append((job, job_error))
+                    else:
+                        done.append((job, result))
+                session.commit()
+        except (OperationalError, InterfaceError, DBAPIError, PoolTimeout) as exc:
+            self._fail_all(batch, StorageUnavailable(_describe(exc)))
+            return
+        except BaseException as other:  # never leave a caller waiting
+            log.exception("group commit failed")
+            self._fail_all(batch, other)
+            return
+        for job, result in done:
+            job.future.set_result(result)
+        for job, error in failed:
+            job.future.set_exception(error)
+
+    @staticmethod
+    def _fail_all(batch: list[_Job], error: BaseException) -> None:
+        for job in batch:
+            if job.future.running():
+                job.future.set_exception(error)
+
+
+class _Job:
+    __slots__ = ("args", "fn", "future", "kw")
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kw: dict[str, Any],
+        future: concurrent.futures.Future[Any],
+    ) -> None:
+        self.fn = fn
+        self.args = args
+        self.kw = kw
+        self.future = future
 
 
 def _describe(exc: Exception) -> str:

@@ -57,6 +57,22 @@ class Outcome:
     status: str
 
 
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What becomes of a message for one recipient, decided before any write."""
+
+    route: store.Route
+    verdict: Verdict
+    status: MessageStatus
+    """QUEUED (to be delivered), QUARANTINED, or why it is not delivered."""
+    reason: str = ""
+    why: str = ""
+    """For the sender's notice, when it is not delivered."""
+    relay_id: str | None = None
+    original_id: str | None = None
+    delivered_path: str | None = None
+
+
 @dataclass
 class Pipeline:
     config: RelayConfig
@@ -147,15 +163,44 @@ class Pipeline:
                 raise Rejected(refusal)
             header = f"Authentication-Results: {results.header(cfg.smtp.hostname)}\r\n"
             raw = header.encode() + raw
-        with self.db.session() as session:
-            copies = [parsed, *(self._reparse(raw, parsed) for _ in routes[1:])][: len(routes)]
-            verdicts = self._filter(list(zip(routes, copies, strict=True)))
-            received_path = self.archive.store(raw, "received")
-            outcomes = [self._bounce(session, verp, parsed) for verp in bounces]
-            for route, copy, verdict in zip(routes, copies, verdicts, strict=True):
-                outcomes.append(
-                    self._one(session, route, copy, verdict, envelope_from, received_path)
-                )
+        copies = [parsed, *(self._reparse(raw, parsed) for _ in routes[1:])][: len(routes)]
+        verdicts = self._filter(list(zip(routes, copies, strict=True)))
+        received_path = self.archive.store(raw, "received")
+        with self.db.session() as reads:  # rewriting and archiving, before the write lock
+            plans = [
+                self._plan(reads, route, copy, verdict)
+                for route, copy, verdict in zip(routes, copies, verdicts, strict=True)
+            ]
+        return self.db.write(self._record, envelope_from, received_path, parsed, bounces, plans)
+
+    def _record(
+        self,
+        session: Session,
+        envelope_from: str,
+        received_path: str,
+        parsed: ParsedMail,
+        bounces: list[str],
+        plans: list[Plan],
+    ) -> list[Outcome]:
+        """The writes of one message, run by the database's group-commit writer."""
+        outcomes = [self._bounce(session, verp, parsed) for verp in bounces]
+        for plan in plans:
+            message = Message(
+                conversation_id=plan.route.conversation_id,
+                direction=plan.route.direction,
+                status=MessageStatus.QUEUED,
+                envelope_from=envelope_from,
+                recipient=plan.route.recipient,
+                subject=parsed.subject[:998],
+                original_message_id=parsed.message_id,
+                auto_submitted=parsed.auto_submitted or not envelope_from,
+                received_path=received_path,
+            )
+            session.add(message)
+            session.flush()
+            assert message.id is not None
+            self._record_hits(session, message.id, plan.verdict)
+            outcomes.append(self._settle(session, message, plan))
         return outcomes
 
     def _filter(self, items: list[tuple[store.Route, ParsedMail]]) -> list[Verdict]:
@@ -208,71 +253,28 @@ class Pipeline:
         )
         return Outcome(None, "dsn_failed" if verdict.permanent else "dsn_delayed")
 
-    def _one(
-        self,
-        session: Session,
-        route: store.Route,
-        parsed: ParsedMail,
-        verdict: Verdict,
-        envelope_from: str,
-        received_path: str,
-    ) -> Outcome:
-        message = Message(
-            conversation_id=route.conversation_id,
-            direction=route.direction,
-            status=MessageStatus.QUEUED,
-            envelope_from=envelope_from,
-            recipient=route.recipient,
-            subject=parsed.subject[:998],
-            original_message_id=parsed.message_id,
-            auto_submitted=parsed.auto_submitted or not envelope_from,
-            received_path=received_path,
-        )
-        session.add(message)
-        session.flush()
-        assert message.id is not None
-        self._record_hits(session, message.id, verdict)
-
-        action = verdict.action
-        deciding = verdict.deciding
-        if action is Action.REJECT and deciding is not None:
-            return self._not_delivered(
-                session,
-                message,
-                MessageStatus.REJECTED,
-                f"rule {deciding.rule_id}",
-                why=deciding.notice
-                or f"It breaks the marketplace's messaging rules ({deciding.rule_id}).",
-            )
-        if action is Action.QUARANTINE and deciding is not None:
-            message.status = MessageStatus.QUARANTINED
-            message.status_reason = f"rule {deciding.rule_id}"
-            session.add(message)
-            log.info("message %s quarantined (rule %s)", message.id, deciding.rule_id)
-            return Outcome(message.id, message.status.value)
-        return self._deliver_unless_opted_out(session, route, parsed, message, verdict)
-
-    def _deliver_unless_opted_out(
-        self,
-        session: Session,
-        route: store.Route,
-        parsed: ParsedMail,
-        message: Message,
-        verdict: Verdict,
-    ) -> Outcome:
+    def _plan(
+        self, reads: Session, route: store.Route, parsed: ParsedMail, verdict: Verdict
+    ) -> Plan:
+        """Decide what becomes of the message for one recipient and, if it is to be
+        delivered, rewrite and archive it.  Reads only: the caller writes."""
         cfg = self.config
-        if self._blocked_by_optout(session, route, parsed):
-            return self._not_delivered(
-                session,
-                message,
-                MessageStatus.BLOCKED,
-                "buyer opted out",
-                why=optout_reason(cfg),
+        deciding = verdict.deciding
+        if verdict.action is Action.REJECT and deciding is not None:
+            why = deciding.notice or (
+                f"It breaks the marketplace's messaging rules ({deciding.rule_id})."
+            )
+            return Plan(route, verdict, MessageStatus.REJECTED, f"rule {deciding.rule_id}", why)
+        if verdict.action is Action.QUARANTINE and deciding is not None:
+            return Plan(route, verdict, MessageStatus.QUARANTINED, f"rule {deciding.rule_id}")
+        if self._blocked_by_optout(reads, route, parsed):
+            return Plan(
+                route, verdict, MessageStatus.BLOCKED, "buyer opted out", optout_reason(cfg)
             )
         changes = filter_actions.apply(parsed.message, verdict, marketplace=cfg.marketplace.name)
         if changes:
-            log.info("message %s: %s", message.id, "; ".join(changes))
-        return self._deliver(session, route, parsed, message)
+            log.info("conversation %s: %s", route.conversation_id, "; ".join(changes))
+        return self._rewrite(reads, route, parsed, verdict)
 
     def _blocked_by_optout(self, session: Session, route: store.Route, parsed: ParsedMail) -> bool:
         """SPEC §3: an opted-out buyer only gets a seller's message if it is marked
@@ -286,22 +288,9 @@ class Pipeline:
         categories = store.conversation_categories(session, route.conversation_id)
         return not categories & {c.lower() for c in self.config.optout.exempt_categories}
 
-    def _not_delivered(
-        self, session: Session, message: Message, status: MessageStatus, reason: str, *, why: str
-    ) -> Outcome:
-        message.status = status
-        message.status_reason = reason
-        session.add(message)
-        session.flush()
-        create_notice(
-            session, self.archive, self.config, about=message, what="was not delivered", why=why
-        )
-        log.info("message %s %s (%s)", message.id, status.value, reason)
-        return Outcome(message.id, status.value)
-
-    def _deliver(
-        self, session: Session, route: store.Route, parsed: ParsedMail, message: Message
-    ) -> Outcome:
+    def _rewrite(
+        self, reads: Session, route: store.Route, parsed: ParsedMail, verdict: Verdict
+    ) -> Plan:
         cfg = self.config
         domain = cfg.marketplace.domain
         buyer = Party(
@@ -321,10 +310,10 @@ class Pipeline:
         recipient_side = Side.SELLER if route.direction is Direction.BUYER_TO_SELLER else Side.BUYER
         relay_id = threading_ids.new_message_id(domain)
         in_reply_to = threading_ids.map_references(
-            session, route.conversation_id, parsed.in_reply_to, recipient=recipient_side
+            reads, route.conversation_id, parsed.in_reply_to, recipient=recipient_side
         )
         references = threading_ids.map_references(
-            session,
+            reads,
             route.conversation_id,
             parsed.references or parsed.in_reply_to,
             recipient=recipient_side,
@@ -340,33 +329,58 @@ class Pipeline:
                 hostname=cfg.smtp.hostname,
             )
         except MalformedMessage:
-            return self._not_delivered(
-                session,
-                message,
+            return Plan(
+                route,
+                verdict,
                 MessageStatus.REJECTED,
                 "could not be rewritten",
-                why="Its structure is too damaged to be passed on (for example broken MIME"
+                "Its structure is too damaged to be passed on (for example broken MIME"
                 " headers). Please send it again from your mail program as a new message.",
             )
         except UnsafeMessage:
-            return self._not_delivered(
-                session,
-                message,
+            return Plan(
+                route,
+                verdict,
                 MessageStatus.REJECTED,
                 "could not be tokenized",
-                why="It contains a part in which your email address could not be replaced"
+                "It contains a part in which your email address could not be replaced"
                 " safely. Please send the text without that part.",
             )
-        message.delivered_path = self.archive.store(out.data, "delivered")
-        message.relay_message_id = relay_id
+        delivered_path = self.archive.store(out.data, "delivered")
+        return Plan(
+            route,
+            verdict,
+            MessageStatus.QUEUED,
+            relay_id=relay_id,
+            original_id=parsed.message_id,
+            delivered_path=delivered_path,
+        )
+
+    def _settle(self, session: Session, message: Message, plan: Plan) -> Outcome:
+        """Write what ``_plan`` decided for ``message`` (the caller commits)."""
+        if plan.status is MessageStatus.QUARANTINED:
+            message.status = MessageStatus.QUARANTINED
+            message.status_reason = plan.reason
+            session.add(message)
+            log.info("message %s quarantined (%s)", message.id, plan.reason)
+            return Outcome(message.id, message.status.value)
+        if plan.status is not MessageStatus.QUEUED:
+            return self._not_delivered(session, message, plan.status, plan.reason, why=plan.why)
+        route = plan.route
+        assert plan.delivered_path is not None and plan.relay_id is not None
+        message.status = MessageStatus.QUEUED
+        message.delivered_path = plan.delivered_path
+        message.relay_message_id = plan.relay_id
         session.add(message)
-        queue.enqueue(session, message, recipient=route.recipient, domain=domain)
+        queue.enqueue(
+            session, message, recipient=route.recipient, domain=self.config.marketplace.domain
+        )
         threading_ids.record(
             session,
             route.conversation_id,
             author=route.sender_party,
-            original_id=parsed.message_id,
-            relay_id=relay_id,
+            original_id=plan.original_id,
+            relay_id=plan.relay_id,
         )
         conv = session.get(Conversation, route.conversation_id)
         assert conv is not None
@@ -377,6 +391,19 @@ class Pipeline:
         session.add(conv)
         log.info("message %s queued for conversation %s", message.id, route.conversation_id)
         return Outcome(message.id, message.status.value)
+
+    def _not_delivered(
+        self, session: Session, message: Message, status: MessageStatus, reason: str, *, why: str
+    ) -> Outcome:
+        message.status = status
+        message.status_reason = reason
+        session.add(message)
+        session.flush()
+        create_notice(
+            session, self.archive, self.config, about=message, what="was not delivered", why=why
+        )
+        log.info("message %s %s (%s)", message.id, status.value, reason)
+        return Outcome(message.id, status.value)
 
     # --- quarantine: an admin's decision ------------------------------------
 
@@ -409,10 +436,9 @@ class Pipeline:
         verdict = Verdict(
             tuple(h for h in verdict.hits if h.action < Action.QUARANTINE), verdict.redact_marker
         )
-        message.status = MessageStatus.QUEUED
         message.status_reason = "released from quarantine"
         message.updated_at = utcnow()
-        return self._deliver_unless_opted_out(session, route, parsed, message, verdict)
+        return self._settle(session, message, self._plan(session, route, parsed, verdict))
 
     def reject_quarantined(self, session: Session, message_id: int) -> Outcome:
         """Refuse a quarantined message: the sender gets the notice of the rule that
