@@ -45,6 +45,8 @@ class Received:
     mail_from: str
     rcpt_tos: list[str]
     data: bytes
+    peer: Any = None
+    """The relay's end of the connection it came on (ip, port): one per connection."""
 
     @property
     def message(self) -> EmailMessage:
@@ -63,6 +65,15 @@ class SinkHandler:
     """Recipient → the reply it always gets at RCPT."""
     data_faults: list[str] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    connections: dict[int, SMTP] = field(default_factory=dict)
+    """The sessions that reached DATA, so a test can hang up on them."""
+
+    def hang_up(self) -> None:
+        """Close every connection from the sink's side, as an idle timeout does."""
+        for protocol in self.connections.values():
+            if protocol.transport is not None:
+                protocol.transport.close()
+        self.connections.clear()
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -75,6 +86,7 @@ class SinkHandler:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.connections[id(server)] = server
         if self.data_faults:
             return self.data_faults.pop(0)
         self.messages.append(
@@ -82,6 +94,7 @@ class SinkHandler:
                 "" if envelope.mail_from in (None, "<>") else envelope.mail_from,
                 list(envelope.rcpt_tos),
                 envelope.original_content or b"",
+                peer=session.peer,
             )
         )
         self.arrived.set()
@@ -150,15 +163,19 @@ def make_config(
     sink_port: int,
     dkim_key: Path | None = None,
     rules: Path | None = None,
+    database_url: str | None = None,
     **sections: Any,
 ) -> RelayConfig:
-    """A config for tests: SQLite in ``tmp``, delivery to the sink, fast retries."""
+    """A config for tests: delivery to the sink, fast retries, and the database at
+    ``database_url`` (the ``database_url`` fixture), or SQLite in ``tmp``."""
     if rules is None:
         rules = tmp / "filters.yaml"
         rules.write_text("rules: []\n", encoding="utf-8")
     base = RelayConfig(
         smtp=SmtpConfig(port=0, hostname="mx.test"),
-        database=DatabaseConfig(url=f"sqlite:///{tmp / 'relay.db'}", busy_timeout=2),
+        database=DatabaseConfig(
+            url=database_url or f"sqlite:///{tmp / 'relay.db'}", busy_timeout=2
+        ),
         archive=ArchiveConfig(path=tmp / "archive"),
         delivery=DeliveryConfig(
             mode="smtp",

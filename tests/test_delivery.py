@@ -40,6 +40,29 @@ def attempts(relay: Relay) -> list[str]:
     return relay.db.call(run)
 
 
+async def test_smarthost_connection_is_reused(
+    relay: Relay, sink: Sink, parties: Parties
+) -> None:
+    for n in range(1, 5):
+        await buyer_writes(relay, parties, subject=f"message {n}")
+        await sink.wait_for(n)
+    assert len({m.peer for m in sink.messages}) == 1
+    assert len(sink.handler.connections) == 1
+
+
+async def test_connection_dropped_while_idle_is_replaced_without_delay(
+    relay: Relay, sink: Sink, parties: Parties
+) -> None:
+    await buyer_writes(relay, parties, subject="first")
+    await sink.wait_for(1)
+    sink.handler.hang_up()
+    await asyncio.sleep(0.1)
+    await buyer_writes(relay, parties, subject="second")
+    await sink.wait_for(2)
+    await wait_until(lambda: attempts(relay) == ["delivered", "delivered"])
+    assert sink.messages[0].peer != sink.messages[1].peer
+
+
 def test_backoff_doubles_up_to_max() -> None:
     retry = RetryConfig(initial_delay=60, max_delay=3600, give_up_after=432000)
     assert [backoff(retry, n) for n in (1, 2, 3, 6, 7, 20)] == [60, 120, 240, 1920, 3600, 3600]

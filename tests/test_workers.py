@@ -8,6 +8,7 @@ every worker, and SIGTERM stops them all with status 0.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -16,12 +17,27 @@ from pathlib import Path
 import aiosmtplib
 
 from tests.helpers import build, start_sink, wait_until
-from tests.test_crash import cli, free_port, serving, write_config
+from tests.test_crash import RELAY, cli, free_port, serving, write_config
 
 
 def children(pid: int) -> set[int]:
     text = Path(f"/proc/{pid}/task/{pid}/children").read_text(encoding="ascii")
     return {int(p) for p in text.split()}
+
+
+def listeners(port: int) -> int:
+    """How many sockets listen on 127.0.0.1:``port`` (state 0A in /proc/net/tcp)."""
+    local = f"0100007F:{port:04X}"
+    lines = Path("/proc/net/tcp").read_text(encoding="ascii").splitlines()[1:]
+    return sum(1 for ln in lines if ln.split()[1] == local and ln.split()[3] == "0A")
+
+
+async def pending(config: Path) -> int:
+    proc = await asyncio.create_subprocess_exec(
+        RELAY, "-c", str(config), "queue", "list", "--json", stdout=asyncio.subprocess.PIPE
+    )
+    out, _err = await proc.communicate()
+    return len(json.loads(out))
 
 
 async def test_two_workers_share_the_port_and_deliver_each_message_once(tmp_path: Path) -> None:
@@ -44,7 +60,7 @@ async def test_two_workers_share_the_port_and_deliver_each_message_once(tmp_path
     sink = await start_sink(sink_port)
     try:
         async with serving(config, smtp_port, "--workers", "2") as proc:
-            await wait_until(lambda: len(children(proc.pid)) == 2)
+            await wait_until(lambda: listeners(smtp_port) == 2)
             first = children(proc.pid)
 
             async def one(i: int) -> None:  # one connection per message: spread by the kernel
@@ -63,9 +79,14 @@ async def test_two_workers_share_the_port_and_deliver_each_message_once(tmp_path
                 f"message {i}" for i in range(24)
             )
 
+            for _ in range(100):  # all recorded as delivered before the kill
+                if not await pending(config):
+                    break
+                await asyncio.sleep(0.1)
             victim = min(first)
             os.kill(victim, signal.SIGKILL)
             await wait_until(lambda: len(children(proc.pid) - {victim}) == 2, timeout=10)
+            await wait_until(lambda: listeners(smtp_port) == 2, timeout=10)
             await one(99)  # still served, by the survivor or the replacement
             await sink.wait_for(25, timeout=20)
 
