@@ -30,5 +30,8 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check relay tests
 	$(BIN)/mypy relay
 
+bench: $(STAMP)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) var
