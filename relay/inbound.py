@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import weakref
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -24,6 +25,7 @@ from relay.db import Database, StorageUnavailable
 from relay.limits import ConnectionGate, SlidingWindow
 from relay.pipeline import Pipeline
 from relay.replies import Rejected, SmtpReply
+from relay.store import Route
 
 log = logging.getLogger("relay.inbound")
 
@@ -52,6 +54,10 @@ class InboundHandler:
         self.max_recipients = limits.max_recipients
         self.unknown = SlidingWindow(limits.unknown_recipients_per_ip, 3600.0)
         """Unknown-token (or wrong-sender) RCPTs per client IP: guessing is throttled."""
+        self._routes: weakref.WeakKeyDictionary[Envelope, dict[str, Route]] = (
+            weakref.WeakKeyDictionary()
+        )
+        """Routes found at RCPT, by envelope (a new one after each message or RSET)."""
         self._in_data = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -79,7 +85,7 @@ class InboundHandler:
             log.warning("RCPT refused: %s is over limits.unknown_recipients_per_ip", ip)
             return str(replies.GUESSING)
         try:
-            await self.db.run(
+            route = await self.db.run(
                 self.pipeline.check_recipient, _envelope_sender(envelope.mail_from), address
             )
         except Rejected as exc:
@@ -95,6 +101,8 @@ class InboundHandler:
             return str(replies.TEMP_FAILURE)
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
+        if route is not None:
+            self._routes.setdefault(envelope, {})[address] = route
         return str(replies.RECIPIENT_OK)
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
@@ -117,6 +125,7 @@ class InboundHandler:
                 raw,
                 client_ip=_ip(session.peer),
                 helo=session.host_name or "",
+                known=self._routes.pop(envelope, None),
             )
         except Rejected as exc:
             log.info("DATA refused: %s", exc.reply)

@@ -15,7 +15,7 @@ import email.policy
 import email.utils
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from email.message import EmailMessage
@@ -92,8 +92,11 @@ class Pipeline:
 
     # --- RCPT time ---------------------------------------------------------
 
-    def check_recipient(self, session: Session, envelope_from: str, address: str) -> None:
-        """Envelope checks for one RCPT TO; raises Rejected (SPEC §6)."""
+    def check_recipient(
+        self, session: Session, envelope_from: str, address: str
+    ) -> store.Route | None:
+        """Envelope checks for one RCPT TO; raises Rejected (SPEC §6).  Returns the
+        route (None for a bounce address), which ``accept`` may reuse."""
         rcpt = classify_recipient(address, self.config.marketplace.domain)
         if rcpt.kind is LocalKind.FOREIGN:
             raise Rejected(RELAY_DENIED)
@@ -102,7 +105,7 @@ class Pipeline:
         if rcpt.kind is LocalKind.BOUNCE:
             if not queue.verp_exists(session, rcpt.value):
                 raise Rejected(UNKNOWN_TOKEN)
-            return
+            return None
         route = store.route(
             session, rcpt.value, envelope_from, domain=self.config.marketplace.domain
         )
@@ -117,6 +120,7 @@ class Pipeline:
         )
         if recent >= limits.messages_per_conversation:
             raise Rejected(CONVERSATION_RATE)
+        return route
 
     # --- DATA time ---------------------------------------------------------
 
@@ -128,8 +132,12 @@ class Pipeline:
         *,
         client_ip: str | None = None,
         helo: str = "",
+        known: Mapping[str, store.Route] | None = None,
     ) -> list[Outcome]:
         """Process and durably commit one message; raises Rejected or StorageUnavailable.
+
+        ``known`` holds the routes ``check_recipient`` found at RCPT time, by
+        recipient address, so that they are not looked up a second time.
 
         Reads and CPU work come first and writes last, so that the database's write
         lock is held only for the inserts.
@@ -144,8 +152,11 @@ class Pipeline:
         bounces = [k.value for k in kinds if k.kind is LocalKind.BOUNCE]
         tokens = [k.value for k in kinds if k.kind is LocalKind.TOKEN]
         claimed = from_addresses(parsed.message) if tokens else []
-        with self.db.session() as session:
-            routes = [store.route(session, t, envelope_from, domain=domain) for t in tokens]
+        known = known or {}
+        routes = [known[r] for r in recipients if r in known]
+        if len(routes) != len(tokens):
+            with self.db.session() as session:
+                routes = [store.route(session, t, envelope_from, domain=domain) for t in tokens]
         for route in routes:  # a forged From is refused before anything is looked up
             if not set(claimed) <= set(route.sender_addresses):
                 raise Rejected(FROM_MISMATCH)
@@ -382,13 +393,16 @@ class Pipeline:
             original_id=plan.original_id,
             relay_id=plan.relay_id,
         )
-        conv = session.get(Conversation, route.conversation_id)
-        assert conv is not None
-        if conv.first_message_at is None:
-            conv.first_message_at = utcnow()
-        if route.direction is Direction.BUYER_TO_SELLER:
-            conv.buyer_initiated = True
-        session.add(conv)
+        if not route.has_traffic or (
+            route.direction is Direction.BUYER_TO_SELLER and not route.buyer_initiated
+        ):
+            conv = session.get(Conversation, route.conversation_id)
+            assert conv is not None
+            if conv.first_message_at is None:
+                conv.first_message_at = utcnow()
+            if route.direction is Direction.BUYER_TO_SELLER:
+                conv.buyer_initiated = True
+            session.add(conv)
         log.info("message %s queued for conversation %s", message.id, route.conversation_id)
         return Outcome(message.id, message.status.value)
 
