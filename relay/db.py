@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import fcntl
 import logging
 import queue
 import threading
@@ -95,6 +96,16 @@ def make_engine(config: DatabaseConfig, *, writer: bool = False) -> Engine:
     )
 
 
+def _sqlite_lock_path(config: DatabaseConfig) -> Path | None:
+    """The file the writers of several processes queue on, for an SQLite file."""
+    if not config.url.startswith("sqlite"):
+        return None
+    path = make_url(config.url).database
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return None
+    return Path(path + ".writer-lock")
+
+
 def _ensure_sqlite_dir(url: str) -> None:
     path = make_url(url).database
     if path and path != ":memory:" and not path.startswith("file:"):
@@ -139,7 +150,9 @@ class Database:
     def _group(self) -> GroupCommit:
         with self._writer_lock:
             if self._writer is None:
-                self._writer = GroupCommit(make_engine(self.config, writer=True))
+                self._writer = GroupCommit(
+                    make_engine(self.config, writer=True), lock_path=_sqlite_lock_path(self.config)
+                )
             return self._writer
 
     def write(self, fn: Callable[Concatenate[Session, P], T], *args: P.args, **kw: P.kwargs) -> T:
@@ -218,8 +231,12 @@ class GroupCommit:
 
     MAX_BATCH = 64
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, lock_path: Path | None = None) -> None:
         self.engine = engine
+        self.lock_path = lock_path
+        """SQLite only: the writers of all relay processes on this database take
+        turns on this file lock.  SQLite's own wait for its write lock polls with
+        sleeps of up to 100 ms; ``flock`` hands over the moment it is released."""
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="relay-db-writer", daemon=True)
         self._thread.start()
@@ -254,6 +271,14 @@ class GroupCommit:
             self._commit(batch)
 
     def _commit(self, batch: list[_Job]) -> None:
+        if self.lock_path is None:
+            self._commit_batch(batch)
+            return
+        with open(self.lock_path, "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+            self._commit_batch(batch)
+
+    def _commit_batch(self, batch: list[_Job]) -> None:
         done: list[tuple[_Job, Any]] = []
         failed: list[tuple[_Job, BaseException]] = []
         try:
