@@ -21,7 +21,7 @@ from email.headerregistry import BaseHeader
 from email.message import EmailMessage, Message
 from email.utils import collapse_rfc2231_value, formatdate
 
-from relay import addresses
+from relay import addresses, mailpolicy
 from relay.parse import TRACE_HEADER
 from relay.tokenizer import (
     AddressMap,
@@ -92,7 +92,7 @@ INFRASTRUCTURE_HEADERS = (
 
 log = logging.getLogger("relay.compose")
 
-_HEADERS = email.policy.default.header_factory
+_HEADERS = mailpolicy.DEFAULT.header_factory
 
 
 class UnsafeMessage(Exception):
@@ -135,7 +135,7 @@ def compose(
     or if the message is too malformed to be rewritten at all.
     """
     smtputf8 = not recipient.real[0].isascii()
-    policy = email.policy.SMTPUTF8 if smtputf8 else email.policy.SMTP
+    policy = mailpolicy.SMTPUTF8 if smtputf8 else mailpolicy.SMTP
     try:
         _rewrite(msg, sender, recipient, message_id, in_reply_to, references, hostname)
         _make_writable(msg, policy)
@@ -256,7 +256,7 @@ def leaks(data: bytes, real: Sequence[str]) -> bool:
     check = AddressMap(dict.fromkeys(real, "x@x"))
     if check.found_in(data.decode("latin-1")) or check.found_in(data.decode("utf-8", "replace")):
         return True
-    delivered = email.message_from_bytes(data, _class=EmailMessage, policy=email.policy.default)
+    delivered = email.message_from_bytes(data, _class=EmailMessage, policy=mailpolicy.DEFAULT)
     return any(_part_leaks(part, check) for part in delivered.walk())
 
 

@@ -10,7 +10,6 @@ is how two auto-responders are kept from talking to each other forever.
 
 from __future__ import annotations
 
-import email.policy
 import re
 import textwrap
 from email.message import EmailMessage
@@ -18,7 +17,7 @@ from email.utils import formatdate
 
 from sqlmodel import Session
 
-from relay import addresses, store
+from relay import addresses, mailpolicy, store
 from relay.archive import Archive
 from relay.config import RelayConfig
 from relay.models import Buyer, Conversation, Delivery, Direction, Message, MessageStatus
@@ -97,7 +96,7 @@ def create_notice(
     if token:
         msg["X-Marketplace-Conversation"] = token
     msg.set_content(_wrap("\n".join(body)))
-    data = msg.as_bytes(policy=email.policy.SMTP)
+    data = msg.as_bytes(policy=mailpolicy.SMTP)
     path = archive.store(data, "notice")
     notice = Message(
         conversation_id=about.conversation_id,

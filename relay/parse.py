@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from email.message import EmailMessage, Message
 
+from relay import mailpolicy
 from relay.replies import HEADER_TOO_BIG, MAIL_LOOP, TOO_DEEP, Rejected
 from relay.tokenizer import decode_header_text
 
@@ -59,7 +60,7 @@ def parse(raw: bytes, *, hostname: str, max_hops: int) -> ParsedMail:
     """Parse a message as received; raises Rejected(MAIL_LOOP) for a loop and
     Rejected(TOO_DEEP) for a MIME structure nested beyond MAX_NESTING."""
     try:
-        msg = email.message_from_bytes(raw, _class=EmailMessage, policy=email.policy.default)
+        msg = email.message_from_bytes(raw, _class=EmailMessage, policy=mailpolicy.DEFAULT)
     except RecursionError:
         raise Rejected(TOO_DEEP) from None
     assert isinstance(msg, EmailMessage)

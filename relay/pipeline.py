@@ -23,7 +23,7 @@ from functools import cached_property
 
 from sqlmodel import Session
 
-from relay import addresses, authn, queue, store, threading_ids
+from relay import addresses, authn, mailpolicy, queue, store, threading_ids
 from relay.archive import Archive
 from relay.compose import MalformedMessage, Party, UnsafeMessage, compose
 from relay.config import RelayConfig
@@ -111,12 +111,17 @@ class Pipeline:
         )
         limits = self.config.limits
         since = utcnow() - timedelta(hours=1)
-        if store.recent_messages(session, since=since, envelope_from=envelope_from) >= (
-            limits.messages_per_sender
-        ):
+        sent = store.recent_messages(
+            session, since=since, envelope_from=envelope_from, up_to=limits.messages_per_sender
+        )
+        if sent >= limits.messages_per_sender:
             raise Rejected(SENDER_RATE)
         recent = store.recent_messages(
-            session, since=since, conversation_id=route.conversation_id, direction=route.direction
+            session,
+            since=since,
+            conversation_id=route.conversation_id,
+            direction=route.direction,
+            up_to=limits.messages_per_conversation,
         )
         if recent >= limits.messages_per_conversation:
             raise Rejected(CONVERSATION_RATE)
@@ -237,7 +242,7 @@ class Pipeline:
     @staticmethod
     def _reparse(raw: bytes, first: ParsedMail) -> ParsedMail:
         """A fresh copy for the next recipient: rewriting works in place."""
-        msg = email.message_from_bytes(raw, _class=EmailMessage, policy=email.policy.default)
+        msg = email.message_from_bytes(raw, _class=EmailMessage, policy=mailpolicy.DEFAULT)
         assert isinstance(msg, EmailMessage)
         return ParsedMail(
             message=msg,

@@ -42,7 +42,7 @@ from email.message import EmailMessage, Message
 from enum import Enum
 from urllib.parse import unquote
 
-from relay import addresses
+from relay import addresses, mailpolicy
 
 log = logging.getLogger("relay.tokenizer")
 
@@ -217,7 +217,7 @@ class AddressMap:
         return new
 
 
-_HEADER_FACTORY = email.policy.default.header_factory
+_HEADER_FACTORY = mailpolicy.DEFAULT.header_factory
 
 
 def _decode_once(text: str) -> str:
@@ -505,7 +505,7 @@ def decode_encoded_messages(msg: Message) -> None:
         data = encoded_message_bytes(part)
         if data is None:
             continue
-        inner = email.message_from_bytes(data, _class=EmailMessage, policy=email.policy.default)
+        inner = email.message_from_bytes(data, _class=EmailMessage, policy=mailpolicy.DEFAULT)
         part.set_payload([inner])
         del part["Content-Transfer-Encoding"]
         part["Content-Transfer-Encoding"] = "7bit" if data.isascii() else "8bit"
