@@ -42,10 +42,14 @@ from relay.config import DatabaseConfig
 
 log = logging.getLogger("relay.db")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 MIGRATIONS: dict[int, list[str]] = {
-    2: ["ALTER TABLE rulehit ADD COLUMN location VARCHAR NOT NULL DEFAULT ''"],
+    2: ["ALTER TABLE rule_hit ADD COLUMN location VARCHAR NOT NULL DEFAULT ''"],
+    3: [
+        "CREATE INDEX IF NOT EXISTS ix_message_sender_created"
+        " ON message (envelope_from, created_at)"
+    ],
 }
 """Version → the statements that bring the previous version to it."""
 

@@ -101,7 +101,11 @@ class Order(SQLModel, table=True):
 class Message(SQLModel, table=True):
     """One archived message: what one recipient of one inbound mail was to get."""
 
-    __table_args__ = (Index("ix_message_conv_created", "conversation_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_message_conv_created", "conversation_id", "created_at"),
+        Index("ix_message_sender_created", "envelope_from", "created_at"),
+    )
+    """For the hourly rate limits per conversation and per sender."""
     id: int | None = Field(default=None, primary_key=True)
     conversation_id: int | None = Field(default=None, foreign_key="conversation.id")
     direction: Direction

@@ -199,12 +199,12 @@ def recent_messages(
     envelope_from: str | None = None,
     conversation_id: int | None = None,
     direction: Direction | None = None,
+    up_to: int | None = None,
 ) -> int:
-    """Messages (not notices) received since ``since``, for the rate limits."""
-    query = (
-        select(func.count())
-        .select_from(Message)
-        .where(Message.created_at >= since, Message.direction != Direction.NOTICE)
+    """Messages (not notices) received since ``since``, for the rate limits;
+    counting stops at ``up_to``, so a busy sender costs no more than the limit."""
+    query = select(Message.id).where(
+        Message.created_at >= since, Message.direction != Direction.NOTICE
     )
     if envelope_from is not None:
         query = query.where(Message.envelope_from == envelope_from)
@@ -212,7 +212,9 @@ def recent_messages(
         query = query.where(Message.conversation_id == conversation_id)
     if direction is not None:
         query = query.where(Message.direction == direction)
-    return int(session.exec(query).one())
+    if up_to is not None:
+        query = query.limit(up_to)
+    return int(session.exec(select(func.count()).select_from(query.subquery())).one())
 
 
 def conversation_categories(session: Session, conversation_id: int) -> frozenset[str]:
@@ -290,16 +292,16 @@ def route(session: Session, token: str, envelope_from: str, *, domain: str) -> R
     writing to the buyer token (SPEC §6).
     """
     token = token.lower()
-    conv = session.exec(
-        select(Conversation).where(
-            (Conversation.buyer_token == token) | (Conversation.seller_token == token)
-        )
+    found = session.exec(
+        select(Conversation, Buyer, Seller)
+        .join(Buyer, col(Buyer.id) == Conversation.buyer_id)
+        .join(Seller, col(Seller.id) == Conversation.seller_id)
+        .where((Conversation.buyer_token == token) | (Conversation.seller_token == token))
     ).first()
-    if conv is None or conv.id is None:
+    if found is None:
         raise Rejected(UNKNOWN_TOKEN)
-    buyer = session.get(Buyer, conv.buyer_id)
-    seller = session.get(Seller, conv.seller_id)
-    if buyer is None or seller is None or seller.id is None:
+    conv, buyer, seller = found
+    if conv.id is None or seller.id is None:
         raise Rejected(UNKNOWN_TOKEN)
     seller_emails = tuple(a.email for a in seller_addresses(session, seller.id))
     try:

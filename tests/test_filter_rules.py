@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, inspect, text
+from sqlmodel import SQLModel
 
 from relay.cli import main
 from relay.db import SCHEMA_VERSION, migrate
@@ -309,22 +310,26 @@ def test_malformed_headers_do_not_break_the_filters() -> None:
 # --- the archive's schema ---------------------------------------------------------
 
 
-def test_a_version_1_database_gains_the_hit_location(tmp_path: Path) -> None:
+def test_a_version_1_database_is_brought_up_to_date(tmp_path: Path) -> None:
+    """A version-1 schema: no rule_hit.location, no sender index."""
     engine = create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    SQLModel.metadata.create_all(engine)
     with engine.begin() as conn:
-        conn.execute(text("CREATE TABLE schema_version (id INTEGER PRIMARY KEY, version INTEGER)"))
+        conn.execute(text("DROP INDEX ix_message_sender_created"))
+        conn.execute(text("ALTER TABLE rule_hit DROP COLUMN location"))
         conn.execute(text("INSERT INTO schema_version VALUES (1, 1)"))
         conn.execute(
             text(
-                "CREATE TABLE rulehit (id INTEGER PRIMARY KEY, message_id INTEGER,"
-                " rule_id VARCHAR NOT NULL, action VARCHAR NOT NULL, detail VARCHAR NOT NULL)"
+                "INSERT INTO rule_hit (id, message_id, rule_id, action, detail)"
+                " VALUES (1, 1, 'r', 'flag', 'x')"
             )
         )
-        conn.execute(text("INSERT INTO rulehit VALUES (1, 1, 'r', 'flag', 'x')"))
     migrate(engine)
-    columns = {c["name"] for c in inspect(engine).get_columns("rulehit")}
-    assert "location" in columns
+    assert "location" in {c["name"] for c in inspect(engine).get_columns("rule_hit")}
+    assert "ix_message_sender_created" in {
+        i["name"] for i in inspect(engine).get_indexes("message")
+    }
     with engine.connect() as conn:
         assert conn.execute(text("SELECT version FROM schema_version")).scalar() == SCHEMA_VERSION
-        assert conn.execute(text("SELECT location FROM rulehit")).scalar() == ""
+        assert conn.execute(text("SELECT location FROM rule_hit")).scalar() == ""
     engine.dispose()
