@@ -27,7 +27,7 @@ from relay import addresses, authn, mailpolicy, queue, store, threading_ids
 from relay.archive import Archive
 from relay.compose import MalformedMessage, Party, UnsafeMessage, compose
 from relay.config import RelayConfig
-from relay.db import Database
+from relay.db import Database, insert_row
 from relay.dsn import read_dsn
 from relay.filters import Action, Role, RuleSet, Verdict, evaluate
 from relay.filters import actions as filter_actions
@@ -211,7 +211,14 @@ class Pipeline:
                 original_message_id=parsed.message_id,
                 auto_submitted=parsed.auto_submitted or not envelope_from,
                 received_path=received_path,
+                delivered_path=plan.delivered_path,
+                relay_message_id=plan.relay_id,
             )
+            if plan.status is MessageStatus.QUEUED:  # the common case, without the ORM
+                message.id = insert_row(session, message)
+                self._record_hits(session, message.id, plan.verdict)
+                outcomes.append(self._queue(session, message.id, plan))
+                continue
             session.add(message)
             session.flush()
             assert message.id is not None
@@ -382,14 +389,20 @@ class Pipeline:
             return Outcome(message.id, message.status.value)
         if plan.status is not MessageStatus.QUEUED:
             return self._not_delivered(session, message, plan.status, plan.reason, why=plan.why)
-        route = plan.route
-        assert plan.delivered_path is not None and plan.relay_id is not None
+        assert message.id is not None
         message.status = MessageStatus.QUEUED
         message.delivered_path = plan.delivered_path
         message.relay_message_id = plan.relay_id
         session.add(message)
+        return self._queue(session, message.id, plan)
+
+    def _queue(self, session: Session, message_id: int, plan: Plan) -> Outcome:
+        """Enqueue the delivery of a QUEUED message and record what threading and
+        the conversation need to know of it."""
+        route = plan.route
+        assert plan.relay_id is not None
         queue.enqueue(
-            session, message, recipient=route.recipient, domain=self.config.marketplace.domain
+            session, message_id, recipient=route.recipient, domain=self.config.marketplace.domain
         )
         threading_ids.record(
             session,
@@ -408,8 +421,8 @@ class Pipeline:
             if route.direction is Direction.BUYER_TO_SELLER:
                 conv.buyer_initiated = True
             session.add(conv)
-        log.info("message %s queued for conversation %s", message.id, route.conversation_id)
-        return Outcome(message.id, message.status.value)
+        log.info("message %s queued for conversation %s", message_id, route.conversation_id)
+        return Outcome(message_id, MessageStatus.QUEUED.value)
 
     def _not_delivered(
         self, session: Session, message: Message, status: MessageStatus, reason: str, *, why: str
@@ -486,14 +499,15 @@ class Pipeline:
     @staticmethod
     def _record_hits(session: Session, message_id: int, verdict: Verdict) -> None:
         for hit in verdict.hits:
-            session.add(
+            insert_row(
+                session,
                 RuleHit(
                     message_id=message_id,
                     rule_id=hit.rule_id,
                     action=hit.action.label,
                     detail=hit.detail[:1000],
                     location=hit.where[:200],
-                )
+                ),
             )
 
 

@@ -25,6 +25,7 @@ from sqlmodel import Session, col, or_, select
 
 from relay.archive import Archive
 from relay.config import RelayConfig, RetryConfig
+from relay.db import insert_row
 from relay.models import (
     Delivery,
     DeliveryAttempt,
@@ -52,47 +53,62 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{new_token()[:6]}"
 
 
-def enqueue(session: Session, message: Message, *, recipient: str, domain: str) -> Delivery:
-    """A delivery of ``message`` to ``recipient`` with its own VERP return path."""
-    assert message.id is not None
+def enqueue(session: Session, message_id: int, *, recipient: str, domain: str) -> int:
+    """A delivery of message ``message_id`` to ``recipient`` with its own VERP
+    return path; returns the delivery's id."""
     verp = new_token()
-    delivery = Delivery(
-        message_id=message.id,
-        envelope_from=f"bounce+{verp}@{domain}",
-        verp=verp,
-        recipient=recipient,
+    return insert_row(
+        session,
+        Delivery(
+            message_id=message_id,
+            envelope_from=f"bounce+{verp}@{domain}",
+            verp=verp,
+            recipient=recipient,
+        ),
     )
-    session.add(delivery)
-    return delivery
 
 
 def claim(
     session: Session, worker: str, *, limit: int, lease: float, now: datetime | None = None
 ) -> list[Claimed]:
+    """Lease up to ``limit`` due deliveries to ``worker`` until ``now + lease``.
+
+    On PostgreSQL the candidates are selected ``FOR UPDATE SKIP LOCKED``: rows that
+    another transaction is claiming are passed over instead of waited for, and the
+    lease is set before this transaction commits and lets go of the row locks.
+    SQLite has no row locks; there each candidate is leased by a conditional
+    UPDATE that only succeeds if the row is still claimable when the write lock
+    is held, so a row another worker claimed in between is skipped.
+    """
     now = now or utcnow()
-    candidates = session.exec(
-        select(Delivery.id)
-        .where(
-            Delivery.status == DeliveryStatus.PENDING,
-            col(Delivery.next_attempt_at) <= now,
-            or_(col(Delivery.claimed_until).is_(None), col(Delivery.claimed_until) < now),
-        )
-        .order_by(col(Delivery.next_attempt_at))
-        .limit(limit)
-    ).all()
-    claimed: list[Claimed] = []
-    for delivery_id in candidates:
-        result: Any = session.execute(
-            update(Delivery)
-            .where(
-                col(Delivery.id) == delivery_id,
-                col(Delivery.status) == DeliveryStatus.PENDING,
-                or_(col(Delivery.claimed_until).is_(None), col(Delivery.claimed_until) < now),
+    until = now + timedelta(seconds=lease)
+    claimable = (
+        col(Delivery.status) == DeliveryStatus.PENDING,
+        col(Delivery.next_attempt_at) <= now,
+        or_(col(Delivery.claimed_until).is_(None), col(Delivery.claimed_until) < now),
+    )
+    due = select(Delivery.id).where(*claimable).order_by(col(Delivery.next_attempt_at))
+    ids: list[int] = []
+    if session.get_bind().dialect.name == "postgresql":
+        locked = session.exec(due.limit(limit).with_for_update(skip_locked=True)).all()
+        ids = [i for i in locked if i is not None]
+        if ids:
+            session.execute(
+                update(Delivery)
+                .where(col(Delivery.id).in_(ids))
+                .values(claimed_by=worker, claimed_until=until)
             )
-            .values(claimed_by=worker, claimed_until=now + timedelta(seconds=lease))
-        )
-        if result.rowcount != 1:
-            continue
+    else:
+        for delivery_id in session.exec(due.limit(limit)).all():
+            result: Any = session.execute(
+                update(Delivery)
+                .where(col(Delivery.id) == delivery_id, *claimable)
+                .values(claimed_by=worker, claimed_until=until)
+            )
+            if result.rowcount == 1 and delivery_id is not None:
+                ids.append(delivery_id)
+    claimed: list[Claimed] = []
+    for delivery_id in ids:
         d = session.get(Delivery, delivery_id)
         assert d is not None and d.id is not None
         session.refresh(d)

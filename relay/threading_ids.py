@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 from sqlmodel import Session, col, or_, select
 
+from relay.db import insert_row
 from relay.models import MessageIdMap, Party
 
 
@@ -65,11 +66,12 @@ def record(
     original_id: str | None,
     relay_id: str,
 ) -> None:
-    session.add(
+    insert_row(
+        session,
         MessageIdMap(
             conversation_id=conversation_id,
             author=author,
             original_id=original_id,
             relay_id=relay_id,
-        )
+        ),
     )
