@@ -1,69 +1,93 @@
-"""The same relay on PostgreSQL: a throwaway database per test, dropped afterwards.
+"""What only PostgreSQL has: row locks, and claims that skip the rows others hold.
 
-Skipped (with the reason) only when no PostgreSQL server answers on 127.0.0.1:5432.
+The main suites run on PostgreSQL as well (``database_url`` in conftest.py); these
+tests look at the queue's claims directly, each in a throwaway database of its
+own, and are skipped (with the reason) only when no server answers on
+127.0.0.1:5432.
 """
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
 
-import psycopg
 import pytest
-import pytest_asyncio
 from sqlmodel import Session, select
 
-from relay.app import Relay
-from relay.config import DatabaseConfig, RelayConfig
-from relay.models import Message, MessageStatus
-from tests.helpers import Sink, build, buyer_writes, make_config, register, send, wait_until
-
-ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
+from relay import queue
+from relay.config import DatabaseConfig
+from relay.db import Database
+from relay.models import Delivery, Direction, Message, MessageStatus
 
 
 @pytest.fixture
-def pg_url() -> Iterator[str]:
-    try:
-        admin = psycopg.connect(ADMIN_DSN, autocommit=True)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL server answers on 127.0.0.1:5432 ({exc})")
-    name = f"relay_test_{secrets.token_hex(6)}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+def db(pg_url: str) -> Iterator[Database]:
+    database = Database(DatabaseConfig(url=pg_url, busy_timeout=2))
+    database.migrate()
+    yield database
+    database.dispose()
 
 
-@pytest_asyncio.fixture
-async def pg_relay(
-    tmp_path: Path, sink: Sink, pg_url: str, dkim_key: tuple[Path, str]
-) -> AsyncIterator[Relay]:
-    config: RelayConfig = make_config(tmp_path, sink_port=sink.port, dkim_key=dkim_key[0])
-    config = config.model_copy(update={"database": DatabaseConfig(url=pg_url)})
-    relay = Relay(config)
-    await relay.start()
-    yield relay
-    await relay.stop()
+def seed(db: Database, count: int) -> list[int]:
+    """``count`` due deliveries, each of a message with an archived delivered copy."""
+
+    def run(s: Session) -> list[int]:
+        ids = []
+        for i in range(count):
+            msg = Message(
+                direction=Direction.BUYER_TO_SELLER,
+                status=MessageStatus.QUEUED,
+                delivered_path=f"delivered/{i}.eml",
+            )
+            s.add(msg)
+            s.flush()
+            assert msg.id is not None
+            delivery = Delivery(message_id=msg.id, envelope_from="", recipient=f"r{i}@example.org")
+            s.add(delivery)
+            s.flush()
+            assert delivery.id is not None
+            ids.append(delivery.id)
+        return ids
+
+    return db.call(run)
 
 
-async def test_round_trip_on_postgresql(pg_relay: Relay, sink: Sink) -> None:
-    parties = register(pg_relay)
-    await buyer_writes(pg_relay, parties, body=parties.buyer)
-    (got,) = await sink.wait_for(1)
-    assert parties.buyer.encode() not in got.data
-    reply = build(
-        frm=parties.seller,
-        to=parties.buyer_token,
-        headers={"In-Reply-To": got.message["Message-ID"]},
-    )
-    await send(pg_relay, reply, sender=parties.seller, recipients=[parties.buyer_token])
-    msgs = await sink.wait_for(2)
-    assert msgs[1].rcpt_tos == [parties.buyer]
+def test_a_claim_skips_the_rows_another_claim_holds(db: Database) -> None:
+    ids = seed(db, 6)
+    with Session(db.engine) as first:
+        held = queue.claim(first, "worker-a", limit=2, lease=60)  # not committed yet
+        started = time.monotonic()
+        others = db.call(queue.claim, "worker-b", limit=10, lease=60)
+        # Not made to wait for the first transaction's locks (lock_timeout is 2 s).
+        assert time.monotonic() - started < 1
+        first.commit()
+    assert len(held) == 2 and len(others) == 4
+    assert sorted(c.id for c in held + others) == ids
+    assert db.call(queue.claim, "worker-c", limit=10, lease=60) == []
 
-    def statuses(s: Session) -> list[MessageStatus]:
-        return [m.status for m in s.exec(select(Message))]
+    def owners(s: Session) -> dict[int, str | None]:
+        return {d.id or 0: d.claimed_by for d in s.exec(select(Delivery))}
 
-    await wait_until(lambda: pg_relay.db.call(statuses) == [MessageStatus.DELIVERED] * 2)
+    by_owner = Counter(db.call(owners).values())
+    assert by_owner == {"worker-a": 2, "worker-b": 4}
+
+
+def test_concurrent_claims_never_share_a_row(db: Database) -> None:
+    ids = seed(db, 120)
+    got: dict[str, list[int]] = {}
+
+    def worker(name: str) -> None:
+        mine: list[int] = []
+        while batch := db.call(queue.claim, name, limit=3, lease=60):
+            mine.extend(c.id for c in batch)
+        got[name] = mine
+
+    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    claimed = [i for mine in got.values() for i in mine]
+    assert sorted(claimed) == ids, "every row claimed exactly once"
