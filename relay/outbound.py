@@ -238,6 +238,8 @@ class OutboundWorker:
         self._wake = asyncio.Event()
         self._stopping = False
         self._inflight: set[asyncio.Task[None]] = set()
+        self._sending: set[int] = set()
+        """Ids of the deliveries this worker holds a lease on and is working on."""
         self._slots = asyncio.Semaphore(config.delivery.concurrency)
 
     def wake(self) -> None:
@@ -255,6 +257,16 @@ class OutboundWorker:
                 log.info("released %d deliveries claimed by a previous run", released)
         except StorageUnavailable as exc:
             log.warning("database unavailable at start: %s", exc)
+        renewer = asyncio.create_task(self._renew_leases())
+        try:
+            await self._loop()
+            if self._inflight:
+                await asyncio.gather(*self._inflight, return_exceptions=True)
+        finally:
+            renewer.cancel()
+        await self.transport.close()
+
+    async def _loop(self) -> None:
         while not self._stopping:
             self._wake.clear()
             free = self.config.delivery.concurrency - len(self._inflight)
@@ -277,9 +289,18 @@ class OutboundWorker:
                 await self._wait(0)  # there may be more due: loop at once when a slot frees
                 continue
             await self._wait(self.config.delivery.poll_interval)
-        if self._inflight:
-            await asyncio.gather(*self._inflight, return_exceptions=True)
-        await self.transport.close()
+
+    async def _renew_leases(self) -> None:
+        """Every third of a lease, extend the leases of the deliveries in flight."""
+        lease = self.config.delivery.claim_timeout
+        while True:
+            await asyncio.sleep(lease / 3)
+            try:
+                await self.db.awrite(
+                    queue.renew_claims, self.worker, sorted(self._sending), lease=lease
+                )
+            except StorageUnavailable as exc:
+                log.warning("cannot renew delivery leases: %s", exc)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
@@ -294,6 +315,13 @@ class OutboundWorker:
             await asyncio.wait_for(self._wake.wait(), timeout or None)
 
     async def _deliver(self, item: queue.Claimed) -> None:
+        self._sending.add(item.id)
+        try:
+            await self._attempt(item)
+        finally:
+            self._sending.discard(item.id)
+
+    async def _attempt(self, item: queue.Claimed) -> None:
         async with self._slots:
             try:
                 data = await asyncio.to_thread(self.archive.read, item.path)

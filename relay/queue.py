@@ -1,10 +1,13 @@
 """The durable outbound queue: a table of deliveries, claimed with a lease.
 
-A worker claims a due delivery with a conditional UPDATE (it only succeeds if the
-row is still pending and unclaimed or its lease ran out), so several workers and
-several relay processes sharing one database never deliver the same row twice
-at once.  A worker that dies leaves its lease to expire; a restarted relay on
-the same host releases the leases of its own dead processes at once.
+A worker claims due deliveries by setting a lease (``claimed_by``,
+``claimed_until``) on rows that are pending and unclaimed or whose lease ran
+out: on PostgreSQL the rows are selected ``FOR UPDATE SKIP LOCKED``, on SQLite
+each is leased by a conditional UPDATE.  So several workers and several relay
+processes or hosts sharing one database never deliver the same row at the same
+time.  A live worker renews the leases of what it is still sending; a worker
+that dies leaves them to expire, and a restarted relay on the same host
+releases the leases of its own dead processes at once.
 
 Outcome classification follows RFC 5321 §4.2.1 (and Mailman's ``deliver``): a
 5xx reply is permanent, except 552, which §4.5.3.1.10 tells clients to treat as
@@ -122,6 +125,29 @@ def claim(
             )
         )
     return claimed
+
+
+def renew_claims(
+    session: Session, worker: str, ids: list[int], *, lease: float, now: datetime | None = None
+) -> int:
+    """Extend ``worker``'s leases on the deliveries it is still sending.
+
+    A delivery may take longer than one lease (a slow smarthost, a big message):
+    without this, the lease would run out mid-send and the row would be claimed
+    and sent again.  A worker that dies stops renewing, and its leases expire."""
+    if not ids:
+        return 0
+    now = now or utcnow()
+    result: Any = session.execute(
+        update(Delivery)
+        .where(
+            col(Delivery.id).in_(ids),
+            col(Delivery.claimed_by) == worker,
+            col(Delivery.status) == DeliveryStatus.PENDING,
+        )
+        .values(claimed_until=now + timedelta(seconds=lease))
+    )
+    return int(result.rowcount)
 
 
 def release_dead_claims(session: Session) -> int:

@@ -37,6 +37,7 @@ from tests.helpers import (
     Sink,
     SinkHandler,
     build,
+    buyer_writes,
     make_config,
     register,
     send,
@@ -284,3 +285,31 @@ async def relay_cli(config: Path, *args: str) -> Any:
     out, err = await proc.communicate()
     assert proc.returncode == 0, err.decode()
     return json.loads(out)
+
+
+async def test_a_delivery_longer_than_its_lease_is_not_sent_twice(
+    tmp_path: Path, stalling_sink: Sink, dkim_key: tuple[Path, str], database_url: str
+) -> None:
+    """The smarthost takes 3 s over a message; the lease is 0.9 s. The worker renews
+    it while it waits, so neither it nor anyone else claims the row again."""
+    sink = stalling_sink
+    handler = sink.handler
+    assert isinstance(handler, StallingHandler)
+    config = cluster_config(
+        tmp_path, sink, dkim_key, database_url, claim_timeout=0.9, poll_interval=0.1
+    )
+    relay = Relay(config)
+    await relay.start()
+    try:
+        parties = register(relay)
+        await buyer_writes(relay, parties, subject="slow smarthost")
+        await asyncio.wait_for(handler.stalled.wait(), 10)
+        await asyncio.sleep(3)  # three leases long
+        assert sink.messages == []  # no second copy while the first is in flight
+        handler.release.set()  # the stalled attempt gets a 451 and is retried
+        (got,) = await sink.wait_for(1, timeout=15)
+        assert got.message["Subject"] == "slow smarthost"
+        await asyncio.sleep(0.5)
+        assert len(sink.messages) == 1
+    finally:
+        await relay.stop()
