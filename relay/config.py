@@ -232,7 +232,7 @@ class DeliveryConfig(_Strict):
     maildir: FilePath = Path("../var/outbox")
     smtp: SmarthostConfig = SmarthostConfig()
     retry: RetryConfig = RetryConfig()
-    concurrency: Annotated[Int, Field(ge=1, le=256)] = 4
+    concurrency: Annotated[Int, Field(ge=1, le=256)] = 10
     poll_interval: PositiveSeconds = 5
     """How often the worker looks for due deliveries besides being woken."""
     claim_timeout: PositiveSeconds = 600

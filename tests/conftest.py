@@ -38,11 +38,7 @@ SQLITE_ONLY_MODULES = {
     # backend is enough, and 68 more throwaway databases would cost half a minute.
     "tests.test_corpus",
 }
-SQLITE_ONLY_TESTS = {
-    # Holds SQLite's write lock with the sqlite3 module; the ``database_locked``
-    # fixture does the same on both backends.
-    "tests.test_smtp_replies::test_database_unavailable_gives_451_and_sender_keeps_the_mail",
-}
+SQLITE_ONLY_TESTS: set[str] = set()
 
 
 class PostgresServer:

@@ -28,12 +28,13 @@ def free_port() -> int:
         return port
 
 
-def write_config(tmp: Path, *, smtp_port: int, sink_port: int) -> Path:
+def write_config(tmp: Path, *, smtp_port: int, sink_port: int, url: str | None = None) -> Path:
+    """A config file in ``tmp``; the database at ``url``, or SQLite under ``tmp``."""
     path = tmp / "relay.yaml"
     path.write_text(
         f"""
 smtp: {{host: 127.0.0.1, port: {smtp_port}, hostname: mx.crash.test}}
-database: {{url: "sqlite:///state/relay.db"}}
+database: {{url: "{url or "sqlite:///state/relay.db"}"}}
 archive: {{path: state/archive}}
 delivery:
   mode: smtp
@@ -94,9 +95,9 @@ async def serving(
             await proc.wait()
 
 
-async def test_sigkill_after_250_then_restart_delivers(tmp_path: Path) -> None:
+async def test_sigkill_after_250_then_restart_delivers(tmp_path: Path, database_url: str) -> None:
     smtp_port, sink_port = free_port(), free_port()
-    config = write_config(tmp_path, smtp_port=smtp_port, sink_port=sink_port)
+    config = write_config(tmp_path, smtp_port=smtp_port, sink_port=sink_port, url=database_url)
     seller = await cli(
         config, "seller", "add", "--name", "Crafts", "--email", "shop@seller.example"
     )

@@ -40,9 +40,7 @@ def attempts(relay: Relay) -> list[str]:
     return relay.db.call(run)
 
 
-async def test_smarthost_connection_is_reused(
-    relay: Relay, sink: Sink, parties: Parties
-) -> None:
+async def test_smarthost_connection_is_reused(relay: Relay, sink: Sink, parties: Parties) -> None:
     for n in range(1, 5):
         await buyer_writes(relay, parties, subject=f"message {n}")
         await sink.wait_for(n)

@@ -20,14 +20,18 @@ Start = Callable[..., Any]
 
 @pytest_asyncio.fixture
 async def limited(
-    tmp_path: Path, sink: Sink, dkim_key: tuple[Path, str]
+    tmp_path: Path, sink: Sink, dkim_key: tuple[Path, str], database_url: str
 ) -> AsyncIterator[Callable[..., Any]]:
     """Start a relay with some limits changed: ``await limited(max_recipients=2)``."""
     started: list[Relay] = []
 
     async def start(**limits: int) -> tuple[Relay, Parties]:
         config = make_config(
-            tmp_path, sink_port=sink.port, dkim_key=dkim_key[0], limits=LimitsConfig(**limits)
+            tmp_path,
+            sink_port=sink.port,
+            dkim_key=dkim_key[0],
+            database_url=database_url,
+            limits=LimitsConfig(**limits),
         )
         relay = Relay(config)
         await relay.start()

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import aiosmtplib
@@ -176,19 +177,16 @@ async def test_mail_loop_own_trace_header(relay: Relay, sink: Sink, parties: Par
 
 
 async def test_database_unavailable_gives_451_and_sender_keeps_the_mail(
-    relay: Relay, sink: Sink, parties: Parties, config: RelayConfig
+    relay: Relay,
+    sink: Sink,
+    parties: Parties,
+    database_locked: Callable[[], AbstractContextManager[None]],
 ) -> None:
-    db_path = config.database.url.removeprefix("sqlite:///")
-    blocker = sqlite3.connect(db_path, timeout=1)
-    try:
-        blocker.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
-        msg = build(frm=parties.buyer, to=parties.seller_token, subject="while locked")
+    msg = build(frm=parties.buyer, to=parties.seller_token, subject="while locked")
+    with database_locked():  # another client holds what the relay needs to write
         with pytest.raises(aiosmtplib.SMTPDataError) as exc:
             await send(relay, msg, sender=parties.buyer, recipients=[parties.seller_token])
         assert exc.value.code == 451 and exc.value.message.startswith("4.3.0")
-    finally:
-        blocker.rollback()
-        blocker.close()
     await asyncio.sleep(0.5)
     assert sink.messages == []
     # The sender retries (as a real MTA does) and the message goes through.

@@ -40,9 +40,11 @@ async def pending(config: Path) -> int:
     return len(json.loads(out))
 
 
-async def test_two_workers_share_the_port_and_deliver_each_message_once(tmp_path: Path) -> None:
+async def test_two_workers_share_the_port_and_deliver_each_message_once(
+    tmp_path: Path, database_url: str
+) -> None:
     smtp_port, sink_port = free_port(), free_port()
-    config = write_config(tmp_path, smtp_port=smtp_port, sink_port=sink_port)
+    config = write_config(tmp_path, smtp_port=smtp_port, sink_port=sink_port, url=database_url)
     seller = await cli(
         config, "seller", "add", "--name", "Crafts", "--email", "shop@seller.example"
     )
