@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -20,7 +19,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import aiosmtplib
 import pytest_asyncio
@@ -43,7 +41,7 @@ from tests.helpers import (
     send,
     wait_until,
 )
-from tests.test_crash import RELAY, free_port, serving
+from tests.test_crash import cli, free_port, serving
 
 LEASE = 2.0
 """``delivery.claim_timeout`` of the relays that get killed: short, to keep the test fast."""
@@ -200,10 +198,10 @@ async def test_a_relay_killed_mid_delivery_leaves_it_to_the_other_after_the_leas
         for name, port in ports.items()
     }
     # The command line on PostgreSQL: the marketplace back end registers the order.
-    seller = await relay_cli(
+    seller = await cli(
         configs["a"], "seller", "add", "--name", "Crafts", "--email", "shop@s.example"
     )
-    order = await relay_cli(
+    order = await cli(
         configs["a"], "order", "add", "O-1", "--buyer", "maria@b.example",
         "--seller", str(seller["seller_id"]),
     )  # fmt: skip
@@ -246,8 +244,8 @@ async def test_a_relay_killed_mid_delivery_leaves_it_to_the_other_after_the_leas
     # The command line shows it, from the same PostgreSQL database: one delivery,
     # one attempt (the killed relay's never got a reply, so it never counted).
     queued, listed = await asyncio.gather(
-        relay_cli(configs["b"], "queue", "list", "--all"),
-        relay_cli(configs["b"], "archive", "list"),
+        cli(configs["b"], "queue", "list", "--all"),
+        cli(configs["b"], "archive", "list"),
     )
     (row,) = queued
     assert row["status"] == "delivered" and row["attempts"] == 1
@@ -269,22 +267,6 @@ def lease_of_the_only_delivery(url: str) -> tuple[str, datetime]:
         db.dispose()
     assert d.claimed_by is not None and d.claimed_until is not None
     return d.claimed_by, d.claimed_until
-
-
-async def relay_cli(config: Path, *args: str) -> Any:
-    """``relay -c config ARGS --json``, which must succeed: its output, parsed."""
-    proc = await asyncio.create_subprocess_exec(
-        RELAY,
-        "-c",
-        str(config),
-        *args,
-        "--json",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await proc.communicate()
-    assert proc.returncode == 0, err.decode()
-    return json.loads(out)
 
 
 async def test_a_delivery_longer_than_its_lease_is_not_sent_twice(

@@ -12,6 +12,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiosmtplib
 import pytest
@@ -50,7 +51,8 @@ dkim: {{private_key: state/dkim.key}}
     return path
 
 
-async def cli(config: Path, *args: str) -> dict[str, str]:
+async def cli(config: Path, *args: str) -> Any:
+    """``relay -c config ARGS --json``, which must succeed: its output, parsed."""
     proc = await asyncio.create_subprocess_exec(
         RELAY,
         "-c",
@@ -62,8 +64,26 @@ async def cli(config: Path, *args: str) -> dict[str, str]:
     )
     out, err = await proc.communicate()
     assert proc.returncode == 0, err.decode()
-    data: dict[str, str] = json.loads(out)
-    return data
+    return json.loads(out)
+
+
+async def seller_token(config: Path) -> str:
+    """Registers a seller and an order with maria@buyer.example; the seller's token."""
+    seller = await cli(
+        config, "seller", "add", "--name", "Crafts", "--email", "shop@seller.example"
+    )
+    order = await cli(
+        config,
+        "order",
+        "add",
+        "O-1",
+        "--buyer",
+        "maria@buyer.example",
+        "--seller",
+        str(seller["seller_id"]),
+    )
+    token: str = order["seller_token"]
+    return token
 
 
 @contextlib.asynccontextmanager
@@ -98,20 +118,8 @@ async def serving(
 async def test_sigkill_after_250_then_restart_delivers(tmp_path: Path, database_url: str) -> None:
     smtp_port, sink_port = free_port(), free_port()
     config = write_config(tmp_path, smtp_port=smtp_port, sink_port=sink_port, url=database_url)
-    seller = await cli(
-        config, "seller", "add", "--name", "Crafts", "--email", "shop@seller.example"
-    )
-    order = await cli(
-        config,
-        "order",
-        "add",
-        "O-1",
-        "--buyer",
-        "maria@buyer.example",
-        "--seller",
-        str(seller["seller_id"]),
-    )
-    msg = build(frm="maria@buyer.example", to=order["seller_token"], subject="survives a crash")
+    token = await seller_token(config)
+    msg = build(frm="maria@buyer.example", to=token, subject="survives a crash")
 
     # The downstream is down, so the message cannot leave before the kill.
     async with serving(config, smtp_port) as proc:
@@ -120,7 +128,7 @@ async def test_sigkill_after_250_then_restart_delivers(tmp_path: Path, database_
             hostname="127.0.0.1",
             port=smtp_port,
             sender="maria@buyer.example",
-            recipients=[order["seller_token"]],
+            recipients=[token],
         )
         assert reply.startswith("2.0.0")
         os.kill(proc.pid, signal.SIGKILL)

@@ -8,7 +8,6 @@ every worker, and SIGTERM stops them all with status 0.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
 import signal
@@ -17,7 +16,7 @@ from pathlib import Path
 import aiosmtplib
 
 from tests.helpers import build, start_sink, wait_until
-from tests.test_crash import RELAY, cli, free_port, serving, write_config
+from tests.test_crash import cli, free_port, seller_token, serving, write_config
 
 
 def children(pid: int) -> set[int]:
@@ -33,11 +32,7 @@ def listeners(port: int) -> int:
 
 
 async def pending(config: Path) -> int:
-    proc = await asyncio.create_subprocess_exec(
-        RELAY, "-c", str(config), "queue", "list", "--json", stdout=asyncio.subprocess.PIPE
-    )
-    out, _err = await proc.communicate()
-    return len(json.loads(out))
+    return len(await cli(config, "queue", "list"))
 
 
 async def test_two_workers_share_the_port_and_deliver_each_message_once(
@@ -45,20 +40,7 @@ async def test_two_workers_share_the_port_and_deliver_each_message_once(
 ) -> None:
     smtp_port, sink_port = free_port(), free_port()
     config = write_config(tmp_path, smtp_port=smtp_port, sink_port=sink_port, url=database_url)
-    seller = await cli(
-        config, "seller", "add", "--name", "Crafts", "--email", "shop@seller.example"
-    )
-    order = await cli(
-        config,
-        "order",
-        "add",
-        "O-1",
-        "--buyer",
-        "maria@buyer.example",
-        "--seller",
-        str(seller["seller_id"]),
-    )
-    token = order["seller_token"]
+    token = await seller_token(config)
     sink = await start_sink(sink_port)
     try:
         async with serving(config, smtp_port, "--workers", "2") as proc:
