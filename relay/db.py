@@ -250,10 +250,12 @@ class GroupCommit:
 
     def __init__(self, engine: Engine, *, lock_path: Path | None = None) -> None:
         self.engine = engine
-        self.lock_path = lock_path
+        self._lock = open(lock_path, "a+b") if lock_path is not None else None  # noqa: SIM115
         """SQLite only: the writers of all relay processes on this database take
         turns on this file lock.  SQLite's own wait for its write lock polls with
-        sleeps of up to 100 ms; ``flock`` hands over the moment it is released."""
+        sleeps of up to 100 ms; ``flock`` hands over the moment it is released.
+        Opened here, in the process that writes (each worker makes its own writer
+        after the fork), so that processes never share one lock description."""
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="relay-db-writer", daemon=True)
         self._thread.start()
@@ -268,6 +270,8 @@ class GroupCommit:
         self._jobs.put(None)
         self._thread.join(timeout=60)
         self.engine.dispose()
+        if self._lock is not None:
+            self._lock.close()
 
     def _run(self) -> None:
         stopping = False
@@ -288,12 +292,14 @@ class GroupCommit:
             self._commit(batch)
 
     def _commit(self, batch: list[_Job]) -> None:
-        if self.lock_path is None:
+        if self._lock is None:
             self._commit_batch(batch)
             return
-        with open(self.lock_path, "a+b") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
+        try:
             self._commit_batch(batch)
+        finally:
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
 
     def _commit_batch(self, batch: list[_Job]) -> None:
         done: list[tuple[_Job, Any]] = []

@@ -295,6 +295,8 @@ class OutboundWorker:
         lease = self.config.delivery.claim_timeout
         while True:
             await asyncio.sleep(lease / 3)
+            if not self._sending:
+                continue
             try:
                 await self.db.awrite(
                     queue.renew_claims, self.worker, sorted(self._sending), lease=lease

@@ -24,6 +24,7 @@ import multiprocessing.connection
 import os
 import signal
 import socket
+import sys
 import time
 from multiprocessing.process import BaseProcess
 from types import FrameType
@@ -47,7 +48,11 @@ def _run_worker(config: RelayConfig, index: int) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)  # the supervisor's handlers are not ours
     log.info("worker %d started (pid %d)", index, os.getpid())
-    asyncio.run(Relay(config, reuse_port=True).serve_forever())
+    try:
+        asyncio.run(Relay(config, reuse_port=True).serve_forever())
+    except Exception as exc:  # one line in the log, not a traceback per restart
+        log.error("worker %d cannot run: %s", index, exc)
+        sys.exit(1)
 
 
 def _prepare(config: RelayConfig) -> None:
@@ -61,15 +66,20 @@ def _prepare(config: RelayConfig) -> None:
     Relay(config).signer()  # creates the DKIM key if it is missing
 
 
-def _reserve_port(config: RelayConfig) -> tuple[RelayConfig, socket.socket | None]:
-    """With port 0, pick one port for all workers: bound (never listening) here with
-    SO_REUSEPORT, so that the workers, and a restarted worker, can bind it too."""
-    if config.smtp.port != 0:
-        return config, None
+def _reserve_port(config: RelayConfig) -> tuple[RelayConfig, socket.socket]:
+    """Bind the port here first, with SO_REUSEPORT and never listening: a port
+    another program holds is one clear error before any worker starts, port 0
+    becomes one port for all workers, and a restarted worker can bind it too."""
     family = socket.AF_INET6 if ":" in config.smtp.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((config.smtp.host, 0))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((config.smtp.host, config.smtp.port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(
+            f"cannot listen on {config.smtp.host}:{config.smtp.port}: {exc.strerror}"
+        ) from None
     port = sock.getsockname()[1]
     smtp = config.smtp.model_copy(update={"port": port})
     return config.model_copy(update={"smtp": smtp}), sock
@@ -121,8 +131,7 @@ class Supervisor:
             status = self._watch()
         finally:
             self._stop_all()
-            if placeholder is not None:
-                placeholder.close()
+            placeholder.close()
         return status
 
     def _watch(self) -> int:

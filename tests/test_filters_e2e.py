@@ -170,6 +170,13 @@ async def delivered(relay: Relay, sink: Sink, leg: Leg) -> EmailMessage:
     return got.message
 
 
+async def delivered_unchanged(relay: Relay, sink: Sink, leg: Leg, text: str) -> None:
+    """The message sent on ``leg`` arrived with its text as written, and hit no rule."""
+    out = await delivered(relay, sink, leg)
+    assert text_bodies(out)[0] == text
+    assert hits(relay, the_message(relay).id) == []
+
+
 async def notice_for(sink: Sink, leg: Leg, count: int = 1) -> str:
     """The text of the ``count``-th notice the sender got (null envelope sender)."""
     await wait_until(lambda: len(sink.to(leg.sender)) >= count)
@@ -991,9 +998,7 @@ async def test_link_evasions(
     leg = seller_to_buyer(parties)
     await send_on(relay, leg, mail(leg, text=case.text, html=case.html))
     if case.host is None:
-        out = await delivered(relay, sink, leg)
-        assert text_bodies(out)[0] == case.text
-        assert hits(relay, the_message(relay).id) == []
+        await delivered_unchanged(relay, sink, leg, case.text)
         return
     message = await rejected(
         relay, sink, leg, "Messages to buyers may not link to external websites."
@@ -1027,9 +1032,7 @@ async def test_default_rules_deliver_a_ups_tracking_link(
     leg = seller_to_buyer(parties)
     text = "Your parcel is on its way: https://www.ups.com/track?tracknum=1Z999AA10123456784\n"
     await send_on(relay, leg, mail(leg, subject="Shipped", text=text))
-    out = await delivered(relay, sink, leg)
-    assert text_bodies(out)[0] == text
-    assert hits(relay, the_message(relay).id) == []
+    await delivered_unchanged(relay, sink, leg, text)
 
 
 LOGO_HTML = '<p>Thank you!</p><a href="{href}"><img src="cid:logo@shop" alt=""></a>'
@@ -1093,9 +1096,7 @@ async def test_default_rules_let_buyers_write_promotional_words(
     leg = buyer_to_seller(parties)
     text = "Do you have a promo code? I saw a flash sale. Mã giảm giá? Mua ngay!\n"
     await send_on(relay, leg, mail(leg, subject="Khuyến mãi?", text=text))
-    out = await delivered(relay, sink, leg)
-    assert text_bodies(out)[0] == text
-    assert hits(relay, the_message(relay).id) == []
+    await delivered_unchanged(relay, sink, leg, text)
 
 
 async def test_default_rules_strip_a_buyers_exe(

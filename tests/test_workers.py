@@ -11,12 +11,13 @@ import asyncio
 import os
 import re
 import signal
+import socket
 from pathlib import Path
 
 import aiosmtplib
 
 from tests.helpers import build, start_sink, wait_until
-from tests.test_crash import cli, free_port, seller_token, serving, write_config
+from tests.test_crash import RELAY, cli, free_port, seller_token, serving, write_config
 
 
 def children(pid: int) -> set[int]:
@@ -89,3 +90,20 @@ async def test_two_workers_share_the_port_and_deliver_each_message_once(
     finally:
         sink.server.close()
         await sink.server.wait_closed()
+
+
+async def test_a_port_in_use_is_one_clear_error(tmp_path: Path) -> None:
+    smtp_port = free_port()
+    config = write_config(tmp_path, smtp_port=smtp_port, sink_port=free_port())
+    with socket.socket() as other:  # another program listens there, without SO_REUSEPORT
+        other.bind(("127.0.0.1", smtp_port))
+        other.listen()
+        proc = await asyncio.create_subprocess_exec(
+            RELAY, "-c", str(config), "serve", "--workers", "2", stderr=asyncio.subprocess.PIPE
+        )
+        _out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 1
+    assert err.decode().strip().splitlines()[-1] == (
+        f"error: cannot listen on 127.0.0.1:{smtp_port}: Address already in use"
+    )
+    assert b"Traceback" not in err
