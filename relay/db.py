@@ -42,7 +42,7 @@ from relay.config import DatabaseConfig
 
 log = logging.getLogger("relay.db")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 MIGRATIONS: dict[int, list[str]] = {
     2: ["ALTER TABLE rule_hit ADD COLUMN location VARCHAR NOT NULL DEFAULT ''"],
@@ -50,6 +50,7 @@ MIGRATIONS: dict[int, list[str]] = {
         "CREATE INDEX IF NOT EXISTS ix_message_sender_created"
         " ON message (envelope_from, created_at)"
     ],
+    4: ["ALTER TABLE message ADD COLUMN trace_id VARCHAR"],
 }
 """Version → the statements that bring the previous version to it."""
 

@@ -6,14 +6,16 @@ Timestamps are timezone-aware UTC (``utcnow()``) on both back ends.
 from __future__ import annotations
 
 import enum
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from relay import clock
+
 
 def utcnow() -> datetime:
-    return datetime.now(UTC)
+    return clock.now()
 
 
 class Direction(enum.StrEnum):
@@ -124,6 +126,9 @@ class Message(SQLModel, table=True):
     """For a notice: the message it reports on."""
     received_path: str | None = None
     delivered_path: str | None = None
+    trace_id: str | None = None
+    """The SMTP transaction that brought it (shared by all its recipients'
+    rows and its notices): the key that follows a message through the logs."""
     created_at: datetime = Field(default_factory=utcnow, index=True)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -187,6 +192,17 @@ class MessageIdMap(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class ResponseMark(SQLModel, table=True):
+    """A seller's "no response needed" on a conversation: it stops the response
+    clock of every buyer message before ``at`` that was still unanswered."""
+
+    __tablename__ = "response_mark"
+    __table_args__ = (Index("ix_response_mark_conv_at", "conversation_id", "at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: int = Field(foreign_key="conversation.id")
+    at: datetime = Field(default_factory=utcnow)
+
+
 class SchemaVersion(SQLModel, table=True):
     __tablename__ = "schema_version"
     id: int = Field(default=1, primary_key=True)
@@ -205,6 +221,7 @@ __all__ = [
     "MessageStatus",
     "Order",
     "Party",
+    "ResponseMark",
     "RuleHit",
     "SchemaVersion",
     "Seller",

@@ -23,6 +23,7 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import make_url
 
+from relay import clock
 from relay.app import Relay
 from relay.config import DatabaseConfig, RelayConfig
 from relay.db import Database
@@ -221,3 +222,11 @@ async def relay(config: RelayConfig) -> AsyncIterator[Relay]:
 @pytest.fixture
 def parties(relay: Relay) -> Parties:
     return register(relay)
+
+
+@pytest.fixture(autouse=True)
+def real_time() -> Iterator[None]:
+    """Every test starts, and leaves, on real time (``relay.clock.advance`` moves it)."""
+    clock.reset()
+    yield
+    clock.reset()
