@@ -10,10 +10,13 @@ import asyncio
 import logging
 import signal
 
+from prometheus_client import REGISTRY
+
 from relay.archive import Archive
 from relay.config import RelayConfig
 from relay.db import Database
 from relay.dkim_sign import Signer, ensure_key
+from relay.endpoint import Endpoint
 from relay.filters import RuleSet, load_rules
 from relay.inbound import InboundHandler, smtp_factory
 from relay.limits import ConnectionGate
@@ -32,10 +35,15 @@ class Relay:
         *,
         transport: Transport | None = None,
         reuse_port: bool = False,
+        serve_metrics: bool = True,
     ) -> None:
         self.config = config
         self.reuse_port = reuse_port
         """Bind with SO_REUSEPORT, so that sibling worker processes share the port."""
+        self.serve_metrics = serve_metrics and config.metrics.address is not None
+        """Serve /metrics and /healthz (a worker of ``--workers N`` leaves it to
+        the supervisor, which adds up all workers' metrics)."""
+        self.endpoint: Endpoint | None = None
         self.db = Database(config.database)
         self.archive = Archive(config.archive.path)
         self.pipeline = Pipeline(config, self.db, self.archive, rules=self._load_rules())
@@ -83,6 +91,9 @@ class Relay:
         """Migrate, start the delivery worker, then listen."""
         await asyncio.to_thread(self.db.migrate)
         await asyncio.to_thread(self.archive.check_writable)
+        if self.serve_metrics:
+            self.endpoint = Endpoint(self.config, self.db, REGISTRY)
+            await asyncio.to_thread(self.endpoint.start)
         signer = await asyncio.to_thread(self.signer)
         self.worker = OutboundWorker(
             config=self.config,
@@ -135,6 +146,8 @@ class Relay:
             self.worker.stop()
         if self._worker_task is not None:
             await self._worker_task
+        if self.endpoint is not None:
+            await asyncio.to_thread(self.endpoint.stop)
         await asyncio.to_thread(self.db.dispose)
 
     async def serve_forever(self) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlmodel import Session, col, func, select
 
+from relay import metrics
 from relay.durable import write_file
 from relay.models import Delivery, DeliveryAttempt, Message, RuleHit, utcnow
 
@@ -35,7 +36,8 @@ class Archive:
         rel = Path(f"{now:%Y/%m/%d}") / f"{now:%H%M%S}-{secrets.token_hex(8)}.{kind}.eml"
         path = self.root / rel
         try:
-            write_file(path, data)
+            with metrics.timed("archive"):
+                write_file(path, data)
         except OSError as exc:
             raise ArchiveError(f"cannot write archive copy: {exc}") from exc
         return rel.as_posix()
@@ -75,6 +77,7 @@ class MessageSummary:
             "envelope_from": m.envelope_from,
             "recipient": m.recipient,
             "about_message_id": m.about_message_id,
+            "trace_id": m.trace_id,
             "created_at": iso(m.created_at),
             "rule_hits": [
                 {"rule_id": h.rule_id, "action": h.action, "where": h.location, "detail": h.detail}

@@ -9,7 +9,6 @@ carried out.  Set ``RELAY_DEBUG=1`` to see the traceback of an unexpected error.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 import traceback
@@ -22,7 +21,7 @@ import click
 from sqlmodel import Session
 
 from relay import archive as archive_mod
-from relay import queue, store
+from relay import logs, queue, store
 from relay.archive import Archive, ArchiveError
 from relay.config import DEFAULT_CONFIG, RelayConfig, check_selector, config_path, load_config
 from relay.db import Database, StorageUnavailable
@@ -218,15 +217,52 @@ def serve(ctx: Context, verbose: bool, workers: int | None) -> None:
 
     config = ctx.config
     count = workers or config.smtp.workers
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s "
-        + ("[%(process)d] " if count > 1 else "")
-        + "%(name)s: %(message)s",
-    )
-    if not verbose:
-        logging.getLogger("mail.log").setLevel(logging.WARNING)
+    logs.setup(config.logging, verbose=verbose, show_pid=count > 1)
     sys.exit(supervisor.serve(config, count))
+
+
+@main.command("status")
+@common
+@pass_ctx
+@handled
+def status(ctx: Context) -> None:
+    """Is the database reachable, does the downstream take mail, how full is the
+    queue: what /healthz says, from the command line.  Exit 1 when unhealthy."""
+    from relay.health import check
+
+    config = ctx.config
+    db = Database(config.database)
+    try:
+        health = check(config, db)
+    finally:
+        db.dispose()
+    data = health.as_dict()
+
+    def line(name: str, c: Any) -> str:
+        return f"{name}: {'ok' if c.ok else 'FAIL'} ({c.detail})"
+
+    age = health.queue_oldest_age
+    queue_line = (
+        "queue: unknown (database unavailable)"
+        if health.queue_depth is None
+        else f"queue: {health.queue_depth} waiting"
+        + (f", oldest {_duration(age)} old" if age is not None else "")
+    )
+    emit(
+        ctx,
+        data,
+        [line("database", health.database), line("downstream", health.downstream), queue_line],
+    )
+    if not health.ok:
+        sys.exit(1)
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m {secs}s" if minutes else f"{secs}s"
 
 
 @main.command("check-config")

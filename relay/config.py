@@ -315,6 +315,52 @@ class FiltersConfig(_Strict):
     timeout: PositiveSeconds = 10
 
 
+class MetricsConfig(_Strict):
+    """The HTTP endpoint for Prometheus (/metrics) and health checks (/healthz)."""
+
+    listen: str | None = None
+    """``host:port`` (``[::1]:9125`` for IPv6), or a bare port on 127.0.0.1; off when
+    unset.  Anyone who can reach it sees the relay's traffic figures: keep it on
+    loopback or a private network."""
+
+    @field_validator("listen", mode="before")
+    @classmethod
+    def _listen(cls, value: object) -> object:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = f"127.0.0.1:{value}"
+        if value is not None:
+            parse_listen(str(value))
+        return value
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        return parse_listen(self.listen) if self.listen is not None else None
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``host:port`` → (host, port); raises ValueError with an example."""
+    host, sep, port_text = value.strip().rpartition(":")
+    host = host.strip("[]") if host.startswith("[") else host
+    if not sep:
+        host, port_text = "127.0.0.1", value.strip()
+    try:
+        port = int(port_text)
+        if not 0 <= port <= 65535:
+            raise ValueError
+        ipaddress.ip_address(host or "127.0.0.1")
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is not an address to listen on (host:port, e.g. 127.0.0.1:9125)"
+        ) from None
+    return host or "127.0.0.1", port
+
+
+class LoggingConfig(_Strict):
+    format: Literal["text", "json"] = "text"
+    """``json``: one JSON object per line, with the structured fields as keys."""
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
 class DkimConfig(_Strict):
     enabled: bool = True
     selector: str = "relay"
@@ -349,6 +395,8 @@ class RelayConfig(_Strict):
     limits: LimitsConfig = LimitsConfig()
     auth: AuthConfig = AuthConfig()
     dkim: DkimConfig = DkimConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    logging: LoggingConfig = LoggingConfig()
 
     def resolved(self, base: Path) -> RelayConfig:
         """This config with every relative path made absolute against ``base``."""

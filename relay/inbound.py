@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import ssl
+import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from relay import replies
+from relay import metrics, replies
 from relay.archive import ArchiveError
 from relay.dataread import DataProblem, read_data
 from relay.db import Database, StorageUnavailable
 from relay.limits import ConnectionGate, SlidingWindow
+from relay.logs import event
 from relay.pipeline import Pipeline
 from relay.replies import Rejected, SmtpReply
 from relay.store import Route
@@ -39,6 +43,54 @@ def _envelope_sender(mail_from: str | None) -> str:
     if not mail_from or mail_from == "<>":
         return ""
     return mail_from
+
+
+def new_trace_id() -> str:
+    """The id of one SMTP transaction, which its messages keep (``relay.logs``)."""
+    return secrets.token_hex(6)
+
+
+@dataclass
+class Transaction:
+    """What the log line of one SMTP transaction (MAIL FROM to the end of DATA, or
+    its abandonment) says.  Only tokens: never the real addresses."""
+
+    trace: str
+    client: str
+    null_sender: bool
+    started: float = field(default_factory=time.monotonic)
+    senders: list[str] = field(default_factory=list)
+    """The sender's token in each conversation written to."""
+    recipients: list[str] = field(default_factory=list)
+    """Accepted RCPTs: token (or bounce) addresses, nothing else is accepted."""
+    refused: list[str] = field(default_factory=list)
+    """Reply codes of the refused RCPTs (their addresses may be real ones)."""
+
+    def log(
+        self,
+        ended: str,
+        reply: str = "-",
+        *,
+        size: int | None = None,
+        results: Sequence[str] = (),
+    ) -> None:
+        """``ended``: "data" (DATA was answered ``reply``), "reset" (RSET, HELO or
+        EHLO before DATA) or "disconnected"."""
+        event(
+            log,
+            "smtp transaction",
+            event="smtp",
+            trace=self.trace,
+            client=self.client,
+            sender="<>" if self.null_sender else sorted(set(self.senders)) or "-",
+            to=self.recipients,
+            refused=self.refused,
+            size=size if size is not None else "-",
+            ended=ended,
+            reply=reply[:3],
+            result=results,
+            ms=round((time.monotonic() - self.started) * 1000, 1),
+        )
 
 
 class InboundHandler:
@@ -70,6 +122,23 @@ class InboundHandler:
             return False
         return True
 
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        """The transaction starts: it gets its trace id."""
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        if isinstance(server, RelaySMTP):
+            server.transaction = Transaction(
+                new_trace_id(), _ip(session.peer) or "?", not _envelope_sender(address)
+            )
+        return "250 OK"
+
     async def handle_RCPT(
         self,
         server: SMTP,
@@ -77,6 +146,21 @@ class InboundHandler:
         envelope: Envelope,
         address: str,
         rcpt_options: list[str],
+    ) -> str:
+        reply = await self._rcpt(session, envelope, address, rcpt_options)
+        txn = server.transaction if isinstance(server, RelaySMTP) else None
+        if txn is not None:
+            if reply.startswith("250"):
+                txn.recipients.append(address)
+                route = self._routes.get(envelope, {}).get(address)
+                if route is not None:
+                    txn.senders.append(route.sender_token)
+            else:
+                txn.refused.append(reply[:3])
+        return reply
+
+    async def _rcpt(
+        self, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
     ) -> str:
         if len(envelope.rcpt_tos) >= self.max_recipients:
             return str(replies.TOO_MANY_RECIPIENTS)
@@ -108,36 +192,52 @@ class InboundHandler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         self._in_data += 1
         self._idle.clear()
+        txn = server.transaction if isinstance(server, RelaySMTP) else None
+        if isinstance(server, RelaySMTP):
+            server.transaction = None  # logged here, not as abandoned
+        trace = txn.trace if txn is not None else new_trace_id()
+        results: list[str] = []
+        reply = str(replies.TEMP_FAILURE)
         try:
-            return await self._data(session, envelope)
+            reply = await self._data(session, envelope, trace, results)
+            return reply
         finally:
             self._in_data -= 1
             if not self._in_data:
                 self._idle.set()
+            if txn is not None:
+                txn.log("data", reply, size=len(envelope.original_content or b""), results=results)
 
-    async def _data(self, session: Session, envelope: Envelope) -> str:
+    async def _data(
+        self, session: Session, envelope: Envelope, trace: str, results: list[str]
+    ) -> str:
         raw = envelope.original_content or b""
         try:
-            outcomes = await asyncio.to_thread(
-                self.pipeline.accept,
-                _envelope_sender(envelope.mail_from),
-                list(envelope.rcpt_tos),
-                raw,
-                client_ip=_ip(session.peer),
-                helo=session.host_name or "",
-                known=self._routes.pop(envelope, None),
-            )
+            with metrics.timed("accept"):
+                outcomes = await asyncio.to_thread(
+                    self.pipeline.accept,
+                    _envelope_sender(envelope.mail_from),
+                    list(envelope.rcpt_tos),
+                    raw,
+                    client_ip=_ip(session.peer),
+                    helo=session.host_name or "",
+                    known=self._routes.pop(envelope, None),
+                    trace_id=trace,
+                )
         except Rejected as exc:
-            log.info("DATA refused: %s", exc.reply)
+            log.info("DATA refused: %s", exc.reply, extra={"fields": {"trace": trace}})
             return str(exc.reply)
         except (StorageUnavailable, ArchiveError) as exc:
-            log.warning("DATA: storage unavailable: %s", exc)
+            log.warning("DATA: storage unavailable: %s", exc, extra={"fields": {"trace": trace}})
             return str(replies.TEMP_FAILURE)
         except Exception:
-            log.exception("DATA failed")
+            log.exception("DATA failed", extra={"fields": {"trace": trace}})
             return str(replies.TEMP_FAILURE)
         if self.on_accepted is not None:
             self.on_accepted()
+        results.extend(
+            f"{o.message_id}:{o.status}" if o.message_id is not None else o.status for o in outcomes
+        )
         ids = ",".join(str(o.message_id) for o in outcomes if o.message_id is not None)
         return str(replies.ACCEPTED.with_text(f"Message accepted{f' as {ids}' if ids else ''}"))
 
@@ -160,14 +260,28 @@ class RelaySMTP(SMTP):
 
     gate: ConnectionGate | None = None
     session_timeout: float | None = None
+    transaction: Transaction | None = None
+    """The transaction in progress, from MAIL FROM to the end of DATA."""
     _counted = False
     _refused = False
     _deadline: asyncio.TimerHandle | None = None
 
     async def push(self, status: Any) -> None:
-        if isinstance(status, str) and status in self._REWRITES:
-            status = str(self._REWRITES[status])
+        if isinstance(status, str):
+            if status in self._REWRITES:
+                status = str(self._REWRITES[status])
+            metrics.smtp_reply(status)
         await super().push(status)
+
+    def _abandon(self, why: str) -> None:
+        """A transaction that ends without DATA still gets its log line."""
+        txn, self.transaction = self.transaction, None
+        if txn is not None:
+            txn.log(why)
+
+    def _set_rset_state(self) -> None:
+        self._abandon("reset")
+        super()._set_rset_state()  # type: ignore[no-untyped-call]
 
     async def smtp_DATA(self, arg: str) -> None:
         """aiosmtpd's DATA, with the body read by ``relay.dataread`` in large pieces."""
@@ -230,6 +344,7 @@ class RelaySMTP(SMTP):
     def connection_lost(self, error: Exception | None) -> None:
         if self._refused:
             return
+        self._abandon("disconnected")
         if self._deadline is not None:
             self._deadline.cancel()
         if self._counted and self.gate is not None:

@@ -109,6 +109,7 @@ def create_notice(
         relay_message_id=relay_id,
         auto_submitted=True,
         about_message_id=about.id,
+        trace_id=about.trace_id,
         received_path=None,
         delivered_path=path,
     )

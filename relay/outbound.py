@@ -22,12 +22,13 @@ from typing import Protocol
 
 import aiosmtplib
 
-from relay import queue
+from relay import metrics, queue
 from relay.archive import Archive
 from relay.config import RelayConfig, SmarthostConfig
 from relay.db import Database, StorageUnavailable
 from relay.dkim_sign import Signer
 from relay.durable import write_file
+from relay.logs import event, redact
 from relay.tls import client_context
 
 log = logging.getLogger("relay.outbound")
@@ -278,6 +279,7 @@ class OutboundWorker:
                         self.worker,
                         limit=free,
                         lease=self.config.delivery.claim_timeout,
+                        domain=self.config.marketplace.domain,
                     )
                 except StorageUnavailable as exc:
                     log.warning("cannot claim deliveries: %s", exc)
@@ -325,43 +327,69 @@ class OutboundWorker:
 
     async def _attempt(self, item: queue.Claimed) -> None:
         async with self._slots:
+            started = time.perf_counter()
             try:
-                data = await asyncio.to_thread(self.archive.read, item.path)
-                if self.signer is not None:
-                    data = await asyncio.to_thread(self.signer.sign, data)
-                result = await self.transport.send(item.envelope_from, item.recipient, data)
+                with metrics.timed("delivery"):
+                    data = await asyncio.to_thread(self.archive.read, item.path)
+                    if self.signer is not None:
+                        data = await asyncio.to_thread(self.signer.sign, data)
+                    result = await self.transport.send(item.envelope_from, item.recipient, data)
             except DeliveryError as exc:
-                await self._record_failure(item, exc)
+                await self._record_failure(item, exc, started)
                 return
             except Exception as exc:  # a bug or an unforeseen error: retry, never drop
                 log.exception("delivery %s: unexpected error", item.id)
                 await self._record_failure(
-                    item, DeliveryError(f"local problem: {exc}", permanent=False)
+                    item, DeliveryError(f"local problem: {exc}", permanent=False), started
                 )
                 return
-            log.info("delivery %s done: %s", item.id, _first_line(result.reply))
+            self._log(item, "delivered", result.reply, started)
             try:
                 await self.db.awrite(queue.record_delivered, item.id, self.worker, result.reply)
             except StorageUnavailable as exc:
                 # Delivered but not recorded: the lease runs out and it is sent again.
                 # A duplicate is the lesser evil next to a lost message.
                 log.error("delivery %s sent but not recorded: %s", item.id, exc)
+                return
+            metrics.DELIVERED.labels(item.direction).inc()
 
-    async def _record_failure(self, item: queue.Claimed, exc: DeliveryError) -> None:
+    async def _record_failure(
+        self, item: queue.Claimed, exc: DeliveryError, started: float
+    ) -> None:
         if exc.permanent:
-            log.info("delivery %s failed: %s", item.id, _first_line(exc.reply))
-            await self._record(queue.record_failed, item, exc.reply)
+            self._log(item, "failed", exc.reply, started)
+            failed = await self._record(queue.record_failed, item, exc.reply)
         else:
-            log.info("delivery %s deferred: %s", item.id, _first_line(exc.reply))
-            await self._record(queue.record_deferred, item, exc.reply)
+            self._log(item, "deferred", exc.reply, started)
+            failed = await self._record(queue.record_deferred, item, exc.reply)
+        if failed:  # refused for good, or given up after ``retry.give_up_after``
+            metrics.BLOCKED.labels(item.direction, "failed").inc()
 
-    async def _record(self, fn: queue.RecordFn, item: queue.Claimed, reply: str) -> None:
+    def _log(self, item: queue.Claimed, outcome: str, reply: str, started: float) -> None:
+        """The attempt's log line (and count): the recipient by token only."""
+        metrics.DELIVERY_ATTEMPTS.labels(outcome).inc()
+        event(
+            log,
+            "delivery attempt",
+            event="delivery",
+            trace=item.trace_id,
+            delivery=item.id,
+            message=item.message_id,
+            to=item.recipient_token,
+            attempt=item.attempts + 1,
+            outcome=outcome,
+            reply=redact(_first_line(reply), {item.recipient.lower(): item.recipient_token}),
+            ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+
+    async def _record(self, fn: queue.RecordFn, item: queue.Claimed, reply: str) -> bool:
         try:
-            await self.db.awrite(
+            return await self.db.awrite(
                 fn, item.id, self.worker, reply, archive=self.archive, config=self.config
             )
         except StorageUnavailable as exc:
             log.error("delivery %s outcome not recorded: %s", item.id, exc)
+            return False
 
 
 def _first_line(text: str) -> str:

@@ -23,7 +23,7 @@ from functools import cached_property
 
 from sqlmodel import Session
 
-from relay import addresses, authn, mailpolicy, queue, store, threading_ids
+from relay import addresses, authn, mailpolicy, metrics, queue, store, threading_ids
 from relay.archive import Archive
 from relay.compose import MalformedMessage, Party, UnsafeMessage, compose
 from relay.config import RelayConfig
@@ -31,6 +31,7 @@ from relay.db import Database, insert_row
 from relay.dsn import read_dsn
 from relay.filters import Action, Role, RuleSet, Verdict, evaluate
 from relay.filters import actions as filter_actions
+from relay.logs import redact
 from relay.models import Conversation, Direction, Message, MessageStatus, RuleHit, utcnow
 from relay.models import Party as Side
 from relay.notices import create_notice, optout_reason
@@ -55,6 +56,11 @@ class Outcome:
 
     message_id: int | None
     status: str
+    direction: str = "dsn"
+    reason: str = ""
+    """Why it is not delivered, for the metrics: rule, quarantine, opt_out, unreadable."""
+    hits: tuple[tuple[str, str], ...] = ()
+    """(rule id, action) of each filter hit."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +144,7 @@ class Pipeline:
         client_ip: str | None = None,
         helo: str = "",
         known: Mapping[str, store.Route] | None = None,
+        trace_id: str | None = None,
     ) -> list[Outcome]:
         """Process and durably commit one message; raises Rejected or StorageUnavailable.
 
@@ -175,19 +182,29 @@ class Pipeline:
             )
             refusal = authn.required(cfg.auth.policy, results)
             if refusal is not None:
-                log.info("sender authentication: %s (%s)", refusal, results.header("-"))
+                log.info(
+                    "sender authentication: %s (%s)",
+                    refusal,
+                    redact(results.header("-")),
+                    extra={"fields": {"trace": trace_id}},
+                )
                 raise Rejected(refusal)
             header = f"Authentication-Results: {results.header(cfg.smtp.hostname)}\r\n"
             raw = header.encode() + raw
         copies = [parsed, *(self._reparse(raw, parsed) for _ in routes[1:])][: len(routes)]
-        verdicts = self._filter(list(zip(routes, copies, strict=True)))
+        with metrics.timed("filter"):
+            verdicts = self._filter(list(zip(routes, copies, strict=True)))
         received_path = self.archive.store(raw, "received")
         with self.db.session() as reads:  # rewriting and archiving, before the write lock
             plans = [
                 self._plan(reads, route, copy, verdict)
                 for route, copy, verdict in zip(routes, copies, verdicts, strict=True)
             ]
-        return self.db.write(self._record, envelope_from, received_path, parsed, bounces, plans)
+        outcomes = self.db.write(
+            self._record, envelope_from, received_path, parsed, bounces, plans, trace_id
+        )
+        count(outcomes)
+        return outcomes
 
     def _record(
         self,
@@ -197,11 +214,13 @@ class Pipeline:
         parsed: ParsedMail,
         bounces: list[str],
         plans: list[Plan],
+        trace_id: str | None = None,
     ) -> list[Outcome]:
         """The writes of one message, run by the database's group-commit writer."""
         outcomes = [self._bounce(session, verp, parsed) for verp in bounces]
         for plan in plans:
             message = Message(
+                trace_id=trace_id,
                 conversation_id=plan.route.conversation_id,
                 direction=plan.route.direction,
                 status=MessageStatus.QUEUED,
@@ -217,13 +236,21 @@ class Pipeline:
             if plan.status is MessageStatus.QUEUED:  # the common case, without the ORM
                 message.id = insert_row(session, message)
                 self._record_hits(session, message.id, plan.verdict)
-                outcomes.append(self._queue(session, message.id, plan))
-                continue
-            session.add(message)
-            session.flush()
-            assert message.id is not None
-            self._record_hits(session, message.id, plan.verdict)
-            outcomes.append(self._settle(session, message, plan))
+                outcome = self._queue(session, message.id, plan)
+            else:
+                session.add(message)
+                session.flush()
+                assert message.id is not None
+                self._record_hits(session, message.id, plan.verdict)
+                outcome = self._settle(session, message, plan)
+            outcomes.append(
+                replace(
+                    outcome,
+                    direction=plan.route.direction.value,
+                    reason=_reason(plan),
+                    hits=tuple((h.rule_id, h.action.label) for h in plan.verdict.hits),
+                )
+            )
         return outcomes
 
     def _filter(self, items: list[tuple[store.Route, ParsedMail]]) -> list[Verdict]:
@@ -296,7 +323,7 @@ class Pipeline:
             )
         changes = filter_actions.apply(parsed.message, verdict, marketplace=cfg.marketplace.name)
         if changes:
-            log.info("conversation %s: %s", route.conversation_id, "; ".join(changes))
+            log.info("conversation %s: %s", route.conversation_id, redact("; ".join(changes)))
         return self._rewrite(reads, route, parsed, verdict)
 
     def _blocked_by_optout(self, session: Session, route: store.Route, parsed: ParsedMail) -> bool:
@@ -421,7 +448,7 @@ class Pipeline:
             if route.direction is Direction.BUYER_TO_SELLER:
                 conv.buyer_initiated = True
             session.add(conv)
-        log.info("message %s queued for conversation %s", message_id, route.conversation_id)
+        log.debug("message %s queued for conversation %s", message_id, route.conversation_id)
         return Outcome(message_id, MessageStatus.QUEUED.value)
 
     def _not_delivered(
@@ -543,6 +570,27 @@ def from_addresses(message: EmailMessage) -> list[str]:
 
 
 _ANGLE_ADDRESS = re.compile(r"<([^<>\s]+@[^<>\s]+)>")
+
+
+def _reason(plan: Plan) -> str:
+    """The metrics' short reason why a message is not delivered."""
+    if plan.status is MessageStatus.QUEUED:
+        return ""
+    if plan.status is MessageStatus.QUARANTINED:
+        return "quarantine"
+    if plan.status is MessageStatus.BLOCKED:
+        return "opt_out"
+    return "rule" if plan.reason.startswith("rule ") else "unreadable"
+
+
+def count(outcomes: Sequence[Outcome]) -> None:
+    """Count committed outcomes in the metrics."""
+    for o in outcomes:
+        metrics.RECEIVED.labels(o.direction).inc()
+        if o.reason:
+            metrics.BLOCKED.labels(o.direction, o.reason).inc()
+        for rule, action in o.hits:
+            metrics.FILTER_HITS.labels(rule, action).inc()
 
 
 def _role(route: store.Route) -> Role:

@@ -24,12 +24,13 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import update
-from sqlmodel import Session, col, or_, select
+from sqlmodel import Session, col, func, or_, select
 
 from relay.archive import Archive
 from relay.config import RelayConfig, RetryConfig
 from relay.db import insert_row
 from relay.models import (
+    Conversation,
     Delivery,
     DeliveryAttempt,
     DeliveryStatus,
@@ -39,7 +40,7 @@ from relay.models import (
     utcnow,
 )
 from relay.notices import create_notice, party_map, sanitize
-from relay.tokenizer import new_token
+from relay.tokenizer import new_token, token_address
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,10 @@ class Claimed:
     recipient: str
     path: str
     attempts: int
+    trace_id: str = "-"
+    direction: str = ""
+    recipient_token: str = "-"
+    """The recipient's token address: what the logs say instead of ``recipient``."""
 
 
 def worker_id() -> str:
@@ -72,7 +77,13 @@ def enqueue(session: Session, message_id: int, *, recipient: str, domain: str) -
 
 
 def claim(
-    session: Session, worker: str, *, limit: int, lease: float, now: datetime | None = None
+    session: Session,
+    worker: str,
+    *,
+    limit: int,
+    lease: float,
+    now: datetime | None = None,
+    domain: str = "",
 ) -> list[Claimed]:
     """Lease up to ``limit`` due deliveries to ``worker`` until ``now + lease``.
 
@@ -121,10 +132,38 @@ def claim(
             continue
         claimed.append(
             Claimed(
-                d.id, d.message_id, d.envelope_from, d.recipient, msg.delivered_path, d.attempts
+                d.id,
+                d.message_id,
+                d.envelope_from,
+                d.recipient,
+                msg.delivered_path,
+                d.attempts,
+                trace_id=msg.trace_id or "-",
+                direction=msg.direction.value,
+                recipient_token=_recipient_token(session, msg, domain),
             )
         )
     return claimed
+
+
+def _recipient_token(session: Session, msg: Message, domain: str) -> str:
+    """The token address of whoever ``msg`` goes to ("-" for mail outside a
+    conversation): a notice goes back to the sender of the message it is about."""
+    if msg.conversation_id is None:
+        return "-"
+    conv = session.get(Conversation, msg.conversation_id)
+    if conv is None:
+        return "-"
+    direction = msg.direction
+    if direction is Direction.NOTICE and msg.about_message_id is not None:
+        about = session.get(Message, msg.about_message_id)
+        if about is None:
+            return "-"
+        to_seller = about.direction is Direction.SELLER_TO_BUYER
+    else:
+        to_seller = direction is Direction.BUYER_TO_SELLER
+    token = conv.seller_token if to_seller else conv.buyer_token
+    return token_address(token, domain) if domain else token
 
 
 def renew_claims(
@@ -229,10 +268,11 @@ def record_deferred(
     *,
     archive: Archive,
     config: RelayConfig,
-) -> None:
+) -> bool:
+    """Schedule the next attempt, or give up: True when the message failed."""
     d = _owned(session, delivery_id, worker)
     if d is None:
-        return
+        return False
     now = utcnow()
     if (now - d.created_at).total_seconds() >= config.delivery.retry.give_up_after:
         _fail(
@@ -243,7 +283,7 @@ def record_deferred(
             archive=archive,
             config=config,
         )
-        return
+        return True
     d.attempts += 1
     d.last_reply = reply
     d.next_attempt_at = now + timedelta(seconds=backoff(config.delivery.retry, d.attempts))
@@ -252,6 +292,7 @@ def record_deferred(
     session.add(d)
     assert d.id is not None
     session.add(DeliveryAttempt(delivery_id=d.id, at=now, outcome="deferred", reply=reply))
+    return False
 
 
 def record_failed(
@@ -262,11 +303,13 @@ def record_failed(
     *,
     archive: Archive,
     config: RelayConfig,
-) -> None:
+) -> bool:
+    """The delivery failed for good: True when it was still this worker's to record."""
     d = _owned(session, delivery_id, worker)
     if d is None:
-        return
+        return False
     _fail(session, d, "failed", reply, archive=archive, config=config)
+    return True
 
 
 def _fail(
@@ -399,6 +442,16 @@ def list_queue(session: Session, *, include_done: bool = False, limit: int = 200
     return list(session.exec(query).all())
 
 
+def pending_summary(session: Session) -> tuple[int, datetime | None]:
+    """How many deliveries wait, and since when the oldest has (metrics, status)."""
+    row = session.exec(
+        select(func.count(), func.min(Delivery.created_at)).where(
+            Delivery.status == DeliveryStatus.PENDING
+        )
+    ).one()
+    return int(row[0]), row[1]
+
+
 def next_due(session: Session) -> datetime | None:
     row = session.exec(
         select(Delivery.next_attempt_at)
@@ -410,7 +463,8 @@ def next_due(session: Session) -> datetime | None:
 
 
 class RecordFn(Protocol):
-    """The shape of ``record_deferred`` and ``record_failed``."""
+    """The shape of ``record_deferred`` and ``record_failed``: True when the
+    message is now failed."""
 
     def __call__(
         self,
@@ -421,4 +475,4 @@ class RecordFn(Protocol):
         *,
         archive: Archive,
         config: RelayConfig,
-    ) -> None: ...
+    ) -> bool: ...

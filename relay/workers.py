@@ -9,10 +9,11 @@ keep two workers off the same delivery (``relay.queue``).
 
 The supervisor does what must happen once: it creates or upgrades the schema,
 checks the archive and creates a missing DKIM key before any worker starts, so
-that N processes never race to do it.  It forwards SIGHUP (reload the rules)
-and SIGTERM/SIGINT (drain and stop) to the workers and restarts a worker that
-dies, unless workers keep dying at start (a port in use, say): then it stops
-all of them and exits non-zero rather than spin.
+that N processes never race to do it. It serves the metrics endpoint, adding up
+the workers' values (prometheus-client's multiprocess mode). It forwards SIGHUP
+(reload the rules) and SIGTERM/SIGINT (drain and stop) to the workers and
+restarts a worker that dies, unless workers keep dying at start (a port in use,
+say): then it stops all of them and exits non-zero rather than spin.
 """
 
 from __future__ import annotations
@@ -22,17 +23,25 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from types import FrameType
 
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from relay import metrics
 from relay.app import Relay
 from relay.archive import Archive
 from relay.config import RelayConfig
 from relay.db import Database
+from relay.endpoint import Endpoint
 
 log = logging.getLogger("relay.workers")
 
@@ -43,13 +52,16 @@ EARLY_DEATH = 5.0
 MAX_EARLY_DEATHS = 3
 
 
-def _run_worker(config: RelayConfig, index: int) -> None:
+def _run_worker(config: RelayConfig, index: int, metrics_dir: Path | None) -> None:
     """A worker process: one whole relay until SIGTERM."""
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)  # the supervisor's handlers are not ours
     log.info("worker %d started (pid %d)", index, os.getpid())
+    if metrics_dir is not None:
+        metrics.use_multiprocess(metrics_dir)
     try:
-        asyncio.run(Relay(config, reuse_port=True).serve_forever())
+        relay = Relay(config, reuse_port=True, serve_metrics=False)
+        asyncio.run(relay.serve_forever())
     except Exception as exc:  # one line in the log, not a traceback per restart
         log.error("worker %d cannot run: %s", index, exc)
         sys.exit(1)
@@ -94,10 +106,15 @@ class Supervisor:
         self.started: dict[int, float] = {}
         self.stopping = False
         self.early_deaths = 0
+        self.metrics_dir: Path | None = None
+        """Where the workers keep their metric values (prometheus-client's
+        multiprocess mode), when ``metrics.listen`` is set."""
 
     def _start(self, index: int) -> None:
         proc = self.context.Process(
-            target=_run_worker, args=(self.config, index), name=f"relay-worker-{index}"
+            target=_run_worker,
+            args=(self.config, index, self.metrics_dir),
+            name=f"relay-worker-{index}",
         )
         proc.start()
         self.procs[index] = proc
@@ -119,7 +136,14 @@ class Supervisor:
         """Start the workers and look after them until SIGTERM/SIGINT; the exit status."""
         _prepare(self.config)
         self.config, placeholder = _reserve_port(self.config)
+        endpoint: Endpoint | None = None
         try:
+            if self.config.metrics.address is not None:
+                self.metrics_dir = Path(tempfile.mkdtemp(prefix="relay-metrics-"))
+                registry = CollectorRegistry()
+                MultiProcessCollector(registry, path=str(self.metrics_dir))  # type: ignore[no-untyped-call]
+                endpoint = Endpoint(self.config, Database(self.config.database), registry)
+                endpoint.start()
             for index in range(self.count):
                 self._start(index)
             signal.signal(signal.SIGTERM, self._on_stop)
@@ -132,6 +156,10 @@ class Supervisor:
         finally:
             self._stop_all()
             placeholder.close()
+            if endpoint is not None:
+                endpoint.stop()
+            if self.metrics_dir is not None:
+                shutil.rmtree(self.metrics_dir, ignore_errors=True)
         return status
 
     def _watch(self) -> int:

@@ -82,7 +82,9 @@ async def test_two_workers_share_the_port_and_deliver_each_message_once(
             _out, err = await proc.communicate()
         log = err.decode()
         assert "Traceback" not in log
-        queued_by = set(re.findall(r"\[(\d+)\] relay\.pipeline: message \d+ queued", log))
+        queued_by = set(
+            re.findall(r"\[(\d+)\] relay\.inbound: smtp transaction .* reply=250 ", log)
+        )
         assert len(queued_by) >= 2, "both workers accepted mail"
         assert len(re.findall(r"reloaded 0 filter rules", log)) == 2, "SIGHUP reached both"
         await asyncio.sleep(0.3)
