@@ -725,7 +725,26 @@ def queue_retry(ctx: Context, delivery_id: int) -> None:
 # --- conversations ----------------------------------------------------------------
 
 
-@main.command("conversation")
+class ConversationGroup(click.Group):
+    """``relay conversation ID`` is ``relay conversation show ID``: the command
+    showed a conversation before it had subcommands, and scripts still call it so."""
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        if args and args[0].isascii() and args[0].isdigit() and "show" in self.commands:
+            return "show", self.commands["show"], args
+        return super().resolve_command(ctx, args)
+
+
+@main.group(name="conversation", cls=ConversationGroup)
+@common
+def conversation_group() -> None:
+    """One conversation: show it (`relay conversation ID` is short for `show ID`),
+    or mark it as needing no response."""
+
+
+@conversation_group.command("show")
 @common
 @click.argument("conversation_id", type=ID)
 @pass_ctx
@@ -749,7 +768,10 @@ def conversation_show(ctx: Context, conversation_id: int) -> None:
             "messages": count,
         }
 
-    data = db.call(run)
+    try:
+        data = db.call(run)
+    finally:
+        db.dispose()
     emit(ctx, data, [f"{k}: {v}" for k, v in data.items()])
 
 
@@ -783,6 +805,85 @@ def dkim_keygen(ctx: Context, selector: str | None, force: bool, ed25519: bool) 
         selector = check_selector(selector) if selector is not None else config.dkim.selector
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="'--selector'") from None
+@conversation_group.command("no-response-needed")
+@common
+@click.argument("conversation_id", type=ID)
+@pass_ctx
+@handled
+def conversation_no_response_needed(ctx: Context, conversation_id: int) -> None:
+    """Mark that the seller need not answer: stops the response clock of every
+    unanswered buyer message in the conversation without counting it as late."""
+    from relay import responses
+
+    db = ctx.database()
+    try:
+        stopped = db.write(responses.mark_no_response_needed, conversation_id)
+    finally:
+        db.dispose()
+    data = {"conversation_id": conversation_id, "messages": stopped}
+    if stopped:
+        line = (
+            f"conversation {conversation_id}: no response needed;"
+            f" stopped the clock of {stopped} buyer message{'s' if stopped != 1 else ''}"
+        )
+    else:
+        line = (
+            f"conversation {conversation_id}: no response needed;"
+            " no buyer message was waiting for an answer"
+        )
+    emit(ctx, data, [line])
+
+
+# --- response times ----------------------------------------------------------------
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+
+def _since(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:
+    from relay.responses import parse_since
+
+    if value is None:
+        return None
+    try:
+        return parse_since(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a date (YYYY-MM-DD) or an ISO datetime"
+        ) from None
+
+
+@main.command("responses")
+@common
+@click.option("--seller", "seller_id", type=ID, help="Only this seller.")
+@click.option(
+    "--since",
+    type=TEXT,
+    metavar="DATE",
+    callback=_since,
+    help="Only buyer messages sent at or after this date (YYYY-MM-DD or ISO datetime, UTC).",
+)
+@pass_ctx
+@handled
+def responses_report(ctx: Context, seller_id: int | None, since: datetime | None) -> None:
+    """Sellers' response times: buyer messages answered within 24 h, late, open;
+    median and 90th percentile."""
+    from relay import clock, responses
+
+    db = ctx.database()
+    try:
+        figures = db.call(
+            responses.response_stats, now=clock.now(), seller_id=seller_id, since=since
+        )
+    finally:
+        db.dispose()
+    emit(
+        ctx,
+        [f.as_json() for f in figures],
+        [responses.describe(f) for f in figures] or ["no buyer messages"],
+    )
+
+
     domain = config.marketplace.domain
     path: Path = config.dkim.private_key
     ed_path = config.dkim.ed25519_key or path.with_name(path.stem + ".ed25519")
