@@ -22,6 +22,7 @@ from relay.inbound import InboundHandler, smtp_factory
 from relay.limits import ConnectionGate
 from relay.outbound import OutboundWorker, Transport, make_transport
 from relay.pipeline import Pipeline
+from relay.retention import PurgeTask
 from relay.tls import server_context
 from relay.yamlload import ConfigError
 
@@ -52,6 +53,8 @@ class Relay:
         self.server: asyncio.Server | None = None
         self.handler: InboundHandler | None = None
         self._worker_task: asyncio.Task[None] | None = None
+        self._purge: PurgeTask | None = None
+        """The daily archive purge, when ``archive.retention_days`` is set."""
 
     def _load_rules(self) -> RuleSet:
         """Raises ConfigError, a missing file included: a mistyped path must not
@@ -133,6 +136,7 @@ class Relay:
             smtp.hostname,
             " (STARTTLS offered)" if tls_context else "",
         )
+        self._purge = PurgeTask.start_if_enabled(self.db, self.archive, self.config.archive)
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight sessions and deliveries finish, then close."""
@@ -148,6 +152,8 @@ class Relay:
             await self._worker_task
         if self.endpoint is not None:
             await asyncio.to_thread(self.endpoint.stop)
+        if self._purge is not None:
+            await self._purge.stop()  # lets a run finish its batch: it needs the database
         await asyncio.to_thread(self.db.dispose)
 
     async def serve_forever(self) -> None:

@@ -513,7 +513,7 @@ def buyer_opt_in(ctx: Context, email: str) -> None:
 @main.group(name="archive")
 @common
 def archive_group() -> None:
-    """Look into the archive."""
+    """Look into the archive, or purge its old messages."""
 
 
 @archive_group.command("list")
@@ -583,6 +583,36 @@ def archive_show(ctx: Context, message_id: int, which: str | None) -> None:
         )
         lines += [f"  {a['at']} {a['outcome']}: {a['reply']}" for a in d["history"]]
     emit(ctx, detail, lines)
+
+
+@archive_group.command("purge")
+@common
+@click.option("--dry-run", is_flag=True, help="Count what would be purged; delete nothing.")
+@pass_ctx
+@handled
+def archive_purge(ctx: Context, dry_run: bool) -> None:
+    """Purge messages older than archive.retention_days, with their stored copies.
+
+    Quarantined messages, messages not yet delivered, and messages with a notice
+    that is kept, are never purged.  The running relay does this once a day.
+    """
+    from relay import retention
+
+    config = ctx.config
+    days = config.archive.retention_days
+    if days is None:
+        click.echo(
+            f"error: archive.retention_days is not set in {ctx.config_path}; set it to the"
+            " number of days to keep archived messages",
+            err=True,
+        )
+        sys.exit(2)
+    db = ctx.database()
+    try:
+        report = retention.purge(db, Archive(config.archive.path), days, dry_run=dry_run)
+    finally:
+        db.dispose()
+    emit(ctx, report.as_json(), [report.describe()])
 
 
 # --- quarantine ------------------------------------------------------------------
@@ -775,36 +805,6 @@ def conversation_show(ctx: Context, conversation_id: int) -> None:
     emit(ctx, data, [f"{k}: {v}" for k, v in data.items()])
 
 
-# --- dkim ------------------------------------------------------------------------
-
-
-@main.group()
-@common
-def dkim() -> None:
-    """DKIM keys for the marketplace domain."""
-
-
-@dkim.command("keygen")
-@common
-@click.option(
-    "--selector", type=TEXT, help="Selector (default: dkim.selector from the configuration)."
-)
-@click.option("--force", is_flag=True, help="Replace an existing key.")
-@click.option(
-    "--ed25519",
-    "ed25519",
-    is_flag=True,
-    help="Also write the Ed25519 key named by dkim.ed25519_key.",
-)
-@pass_ctx
-@handled
-def dkim_keygen(ctx: Context, selector: str | None, force: bool, ed25519: bool) -> None:
-    """Write the DKIM key and print the DNS TXT record to publish."""
-    config = ctx.config
-    try:
-        selector = check_selector(selector) if selector is not None else config.dkim.selector
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="'--selector'") from None
 @conversation_group.command("no-response-needed")
 @common
 @click.argument("conversation_id", type=ID)
@@ -884,6 +884,36 @@ def responses_report(ctx: Context, seller_id: int | None, since: datetime | None
     )
 
 
+# --- dkim ------------------------------------------------------------------------
+
+
+@main.group()
+@common
+def dkim() -> None:
+    """DKIM keys for the marketplace domain."""
+
+
+@dkim.command("keygen")
+@common
+@click.option(
+    "--selector", type=TEXT, help="Selector (default: dkim.selector from the configuration)."
+)
+@click.option("--force", is_flag=True, help="Replace an existing key.")
+@click.option(
+    "--ed25519",
+    "ed25519",
+    is_flag=True,
+    help="Also write the Ed25519 key named by dkim.ed25519_key.",
+)
+@pass_ctx
+@handled
+def dkim_keygen(ctx: Context, selector: str | None, force: bool, ed25519: bool) -> None:
+    """Write the DKIM key and print the DNS TXT record to publish."""
+    config = ctx.config
+    try:
+        selector = check_selector(selector) if selector is not None else config.dkim.selector
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--selector'") from None
     domain = config.marketplace.domain
     path: Path = config.dkim.private_key
     ed_path = config.dkim.ed25519_key or path.with_name(path.stem + ".ed25519")

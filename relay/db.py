@@ -42,7 +42,7 @@ from relay.config import DatabaseConfig
 
 log = logging.getLogger("relay.db")
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 MIGRATIONS: dict[int, list[str]] = {
     2: ["ALTER TABLE rule_hit ADD COLUMN location VARCHAR NOT NULL DEFAULT ''"],
@@ -51,6 +51,9 @@ MIGRATIONS: dict[int, list[str]] = {
         " ON message (envelope_from, created_at)"
     ],
     4: ["ALTER TABLE message ADD COLUMN trace_id VARCHAR"],
+    5: [  # deleting a message checks the notices that point at it (retention)
+        "CREATE INDEX IF NOT EXISTS ix_message_about_message_id ON message (about_message_id)"
+    ],
 }
 """Version → the statements that bring the previous version to it."""
 

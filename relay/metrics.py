@@ -58,6 +58,12 @@ DELIVERY_ATTEMPTS = Counter(
     "Delivery attempts, by outcome (delivered, deferred, failed).",
     ["outcome"],
 )
+PURGED = Counter(
+    "relay_archive_purged",
+    "What the running relay's daily purge removed (archive.retention_days):"
+    " messages (rows) and copies (stored files).",
+    ["kind"],
+)
 STAGE_SECONDS = Histogram(
     "relay_stage_seconds",
     "Time spent per stage: accept (DATA end to commit), filter, archive (one stored"

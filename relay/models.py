@@ -122,7 +122,7 @@ class Message(SQLModel, table=True):
     relay_message_id: str | None = None
     auto_submitted: bool = False
     """Auto-submitted, a bounce, or null-sender mail: never answered with a notice."""
-    about_message_id: int | None = Field(default=None, foreign_key="message.id")
+    about_message_id: int | None = Field(default=None, foreign_key="message.id", index=True)
     """For a notice: the message it reports on."""
     received_path: str | None = None
     delivered_path: str | None = None
