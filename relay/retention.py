@@ -248,9 +248,9 @@ def purge(
     return report
 
 
-def _finished_before(cutoff: datetime) -> ColumnElement[bool]:
-    """The row's own conditions: old enough, in a final status, no pending delivery."""
-    pending = (
+def _has_pending_delivery() -> ColumnElement[bool]:
+    """The message (of the enclosing query) still has a delivery to make."""
+    return (
         select(Delivery.id)
         .where(
             col(Delivery.message_id) == col(Message.id),
@@ -258,6 +258,11 @@ def _finished_before(cutoff: datetime) -> ColumnElement[bool]:
         )
         .exists()
     )
+
+
+def _finished_before(cutoff: datetime) -> ColumnElement[bool]:
+    """The row's own conditions: old enough, in a final status, no pending delivery."""
+    pending = _has_pending_delivery()
     return and_(
         col(Message.created_at) < cutoff,
         col(Message.status).not_in(NOT_FINISHED),
@@ -506,14 +511,7 @@ def _delete_thread_ids(session: Session, ids: list[int], cutoff: datetime) -> in
 def _kept(session: Session, cutoff: datetime) -> tuple[int, int, int]:
     """(quarantined, undelivered, all) among the rows older than ``cutoff``."""
     old = col(Message.created_at) < cutoff
-    pending = (
-        select(Delivery.id)
-        .where(
-            col(Delivery.message_id) == col(Message.id),
-            col(Delivery.status) == DeliveryStatus.PENDING,
-        )
-        .exists()
-    )
+    pending = _has_pending_delivery()
 
     def count(*where: ColumnElement[bool]) -> int:
         return int(session.exec(select(func.count()).select_from(Message).where(*where)).one())

@@ -307,25 +307,24 @@ async def _served_log(
     token = await seller_token(config)
     received: int | None = None
     args = ("--workers", str(workers)) if workers > 1 else ()
-    async with serving(config, smtp_port, *args) as proc:
+
+    async def write(sender: str, recipient: str, subject: str, display: str = "") -> None:
         await aiosmtplib.send(
-            build(frm="Maria Santos <maria@buyer.example>", to=token, subject="Hello"),
+            build(
+                frm=f"{display} <{sender}>" if display else sender, to=recipient, subject=subject
+            ),
             hostname="127.0.0.1",
             port=smtp_port,
-            sender="maria@buyer.example",
-            recipients=[token],
+            sender=sender,
+            recipients=[recipient],
             timeout=30,
         )
+
+    async with serving(config, smtp_port, *args) as proc:
+        await write("maria@buyer.example", token, "Hello", "Maria Santos")
         (first,) = await sink.wait_for(1)
         buyer_token = str(first.message["From"]).rpartition("<")[2].rstrip(">")
-        await aiosmtplib.send(
-            build(frm="shop@seller.example", to=buyer_token, subject="Re: Hello"),
-            hostname="127.0.0.1",
-            port=smtp_port,
-            sender="shop@seller.example",
-            recipients=[buyer_token],
-            timeout=30,
-        )
+        await write("shop@seller.example", buyer_token, "Re: Hello")
         await sink.wait_for(2)
         if metrics_port is not None:
             await wait_until(
