@@ -412,7 +412,12 @@ class Pipeline:
             message.status = MessageStatus.QUARANTINED
             message.status_reason = plan.reason
             session.add(message)
-            log.info("message %s quarantined (%s)", message.id, plan.reason)
+            log.info(
+                "message %s quarantined (%s)",
+                message.id,
+                plan.reason,
+                extra={"fields": {"trace": message.trace_id}},
+            )
             return Outcome(message.id, message.status.value)
         if plan.status is not MessageStatus.QUEUED:
             return self._not_delivered(session, message, plan.status, plan.reason, why=plan.why)
@@ -461,7 +466,13 @@ class Pipeline:
         create_notice(
             session, self.archive, self.config, about=message, what="was not delivered", why=why
         )
-        log.info("message %s %s (%s)", message.id, status.value, reason)
+        log.info(
+            "message %s %s (%s)",
+            message.id,
+            status.value,
+            reason,
+            extra={"fields": {"trace": message.trace_id}},
+        )
         return Outcome(message.id, status.value)
 
     # --- quarantine: an admin's decision ------------------------------------

@@ -496,7 +496,8 @@ def describe(figures: SellerResponses) -> str:
         else f"median {format_duration(f.median_seconds)}, p90 {format_duration(f.p90_seconds)}"
     )
     return (
-        f"seller {f.seller_id} ({f.seller_name}): {f.buyer_messages} buyer messages,"
+        f"seller {f.seller_id} ({f.seller_name}): {f.buyer_messages} buyer"
+        f" message{'' if f.buyer_messages == 1 else 's'},"
         f" {f.within_24h} answered within 24 h ({percent}), {f.late} late,"
         f" {f.open_late} open and late, {f.open} open,"
         f" {f.no_response_needed} no response needed; {times}"
