@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import update
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, func, or_, select
 
 from relay.archive import Archive
@@ -121,49 +122,65 @@ def claim(
             )
             if result.rowcount == 1 and delivery_id is not None:
                 ids.append(delivery_id)
+    return _claimed(session, ids, domain) if ids else []
+
+
+def _claimed(session: Session, ids: list[int], domain: str) -> list[Claimed]:
+    """What the worker needs of the leased deliveries, in one joined query.  A
+    delivery whose message has no delivered copy cannot be sent: it fails."""
+    about = aliased(Message)
+    rows = session.exec(
+        select(  # type: ignore[call-overload]
+            Delivery.id,
+            Delivery.message_id,
+            Delivery.envelope_from,
+            Delivery.recipient,
+            Delivery.attempts,
+            Message.delivered_path,
+            Message.trace_id,
+            Message.direction,
+            about.direction,
+            Conversation.buyer_token,
+            Conversation.seller_token,
+        )
+        .join(Message, col(Message.id) == col(Delivery.message_id), isouter=True)
+        .join(about, col(about.id) == col(Message.about_message_id), isouter=True)
+        .join(Conversation, col(Conversation.id) == col(Message.conversation_id), isouter=True)
+        .where(col(Delivery.id).in_(ids))
+        .order_by(col(Delivery.next_attempt_at))
+    ).all()
     claimed: list[Claimed] = []
-    for delivery_id in ids:
-        d = session.get(Delivery, delivery_id)
-        assert d is not None and d.id is not None
-        session.refresh(d)
-        msg = session.get(Message, d.message_id)
-        if msg is None or not msg.delivered_path:
+    for row in rows:
+        (d_id, message_id, envelope_from, recipient, attempts, path, trace, direction) = row[:8]
+        about_direction, buyer_token, seller_token = row[8:]
+        if not path:
+            d = session.get(Delivery, d_id)
+            assert d is not None
             _finish(session, d, DeliveryStatus.FAILED, "failed", "no delivered copy archived")
             continue
+        # A notice goes back to the sender of the message it is about.
+        to_seller = (
+            about_direction is Direction.SELLER_TO_BUYER
+            if direction is Direction.NOTICE
+            else direction is Direction.BUYER_TO_SELLER
+        )
+        token = seller_token if to_seller else buyer_token
         claimed.append(
             Claimed(
-                d.id,
-                d.message_id,
-                d.envelope_from,
-                d.recipient,
-                msg.delivered_path,
-                d.attempts,
-                trace_id=msg.trace_id or "-",
-                direction=msg.direction.value,
-                recipient_token=_recipient_token(session, msg, domain),
+                d_id,
+                message_id,
+                envelope_from,
+                recipient,
+                path,
+                attempts,
+                trace_id=trace or "-",
+                direction=direction.value,
+                recipient_token=(token_address(token, domain) if domain else token)
+                if token and (direction is not Direction.NOTICE or about_direction)
+                else "-",
             )
         )
     return claimed
-
-
-def _recipient_token(session: Session, msg: Message, domain: str) -> str:
-    """The token address of whoever ``msg`` goes to ("-" for mail outside a
-    conversation): a notice goes back to the sender of the message it is about."""
-    if msg.conversation_id is None:
-        return "-"
-    conv = session.get(Conversation, msg.conversation_id)
-    if conv is None:
-        return "-"
-    direction = msg.direction
-    if direction is Direction.NOTICE and msg.about_message_id is not None:
-        about = session.get(Message, msg.about_message_id)
-        if about is None:
-            return "-"
-        to_seller = about.direction is Direction.SELLER_TO_BUYER
-    else:
-        to_seller = direction is Direction.BUYER_TO_SELLER
-    token = conv.seller_token if to_seller else conv.buyer_token
-    return token_address(token, domain) if domain else token
 
 
 def renew_claims(

@@ -459,4 +459,11 @@ async def test_a_refused_delivery_is_counted_and_its_reply_logged_by_token(
     fields: dict[str, Any] = line.fields  # type: ignore[attr-defined]
     assert fields["to"] == parties.seller_token
     assert fields["reply"] == f"550 5.1.1 <{parties.seller_token}>: Recipient address rejected"
+    (notice,) = [
+        r.fields  # type: ignore[attr-defined]
+        for r in caplog.records
+        if getattr(r, "fields", {}).get("outcome") == "delivered"
+    ]
+    assert notice["to"] == parties.buyer_token  # the notice goes back to the buyer
+    assert notice["trace"] == fields["trace"]  # and keeps the message's trace id
     assert parties.seller not in caplog.text
