@@ -122,5 +122,16 @@ def use_multiprocess(directory: Path) -> None:
     """Keep this process's metric values in ``directory`` (prometheus-client's
     multiprocess mode), where the supervisor's collector adds them up.  Must be
     called before the first metric value is created: in a worker at start."""
+    for metric in (
+        RECEIVED,
+        DELIVERED,
+        BLOCKED,
+        FILTER_HITS,
+        SMTP_REPLIES,
+        DELIVERY_ATTEMPTS,
+        PURGED,
+        STAGE_SECONDS,
+    ):
+        metric.clear()  # values the supervisor made before the fork (its start-up checks)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
     values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]

@@ -28,6 +28,7 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -59,12 +60,27 @@ def _run_worker(config: RelayConfig, index: int, metrics_dir: Path | None) -> No
     log.info("worker %d started (pid %d)", index, os.getpid())
     if metrics_dir is not None:
         metrics.use_multiprocess(metrics_dir)
+    _stop_when_orphaned()
     try:
         relay = Relay(config, reuse_port=True, serve_metrics=False)
         asyncio.run(relay.serve_forever())
     except Exception as exc:  # one line in the log, not a traceback per restart
         log.error("worker %d cannot run: %s", index, exc)
         sys.exit(1)
+
+
+def _stop_when_orphaned(interval: float = 1.0) -> None:
+    """A worker whose supervisor died (SIGKILL, OOM) drains and stops, instead of
+    serving on unsupervised with nobody to forward signals or restart it."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        log.error("the supervisor (pid %d) is gone; stopping", parent)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="relay-orphan-watch", daemon=True).start()
 
 
 def _prepare(config: RelayConfig) -> None:

@@ -98,6 +98,7 @@ async def serving(
         *extra,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,  # its own process group: workers included in the cleanup
     )
     try:
         for _ in range(200):
@@ -111,7 +112,8 @@ async def serving(
         yield proc
     finally:
         if proc.returncode is None:
-            proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
 
 

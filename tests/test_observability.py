@@ -342,6 +342,11 @@ async def _served_log(
                 value(samples, "relay_messages_received_total", direction="buyer_to_seller")
                 + value(samples, "relay_messages_received_total", direction="seller_to_buyer")
             )
+            # Every worker's values and none of the supervisor's: two messages'
+            # received and delivered copies, and each worker's start-up probe of the
+            # archive, but not the supervisor's own probe.
+            assert value(samples, "relay_stage_seconds_count", stage="archive") == 2 * 2 + 2
+            assert value(samples, "relay_stage_seconds_count", stage="delivery") == 2
         proc.send_signal(signal.SIGTERM)
         assert proc.stderr is not None
         err = await asyncio.wait_for(proc.stderr.read(), 60)

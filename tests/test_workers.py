@@ -25,6 +25,15 @@ def children(pid: int) -> set[int]:
     return {int(p) for p in text.split()}
 
 
+def running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's exit is reaped by whoever adopted it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
 def listeners(port: int) -> int:
     """How many sockets listen on 127.0.0.1:``port`` (state 0A in /proc/net/tcp)."""
     local = f"0100007F:{port:04X}"
@@ -109,3 +118,16 @@ async def test_a_port_in_use_is_one_clear_error(tmp_path: Path) -> None:
         f"error: cannot listen on 127.0.0.1:{smtp_port}: Address already in use"
     )
     assert b"Traceback" not in err
+
+
+async def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
+    smtp_port = free_port()
+    config = write_config(tmp_path, smtp_port=smtp_port, sink_port=free_port())
+    async with serving(config, smtp_port, "--workers", "2") as proc:
+        await wait_until(lambda: listeners(smtp_port) == 2)
+        workers = children(proc.pid)
+        assert len(workers) == 2
+        proc.kill()  # the supervisor only: its workers are orphaned
+        await proc.wait()
+        await wait_until(lambda: not any(running(w) for w in workers), 15)
+        assert listeners(smtp_port) == 0
