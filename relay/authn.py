@@ -31,6 +31,7 @@ import spf
 from publicsuffixlist import PublicSuffixList
 
 from relay.config import AuthConfig, split_nameserver
+from relay.logs import redact
 from relay.replies import AUTH_TEMP, DKIM_FAILED, DMARC_FAILED, SPF_FAILED, SmtpReply
 
 log = logging.getLogger("relay.authn")
@@ -155,7 +156,7 @@ class Authenticator:
                 querytime=self.config.dns_timeout,
             )
         except Exception as exc:  # pyspf raises on some malformed input
-            log.info("SPF check failed: %s", exc)
+            log.info("SPF check failed: %s", redact(str(exc)))
             return "permerror"
         return str(result)
 

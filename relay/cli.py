@@ -241,7 +241,7 @@ def status(ctx: Context) -> None:
     def line(name: str, c: Any) -> str:
         return f"{name}: {'ok' if c.ok else 'FAIL'} ({c.detail})"
 
-    age = health.queue_oldest_age
+    age = health.queue_oldest_age_seconds
     queue_line = (
         "queue: unknown (database unavailable)"
         if health.queue_depth is None

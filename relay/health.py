@@ -37,7 +37,7 @@ class Health:
     downstream: Check
     queue_depth: int | None = None
     """Pending deliveries (None when the database did not answer)."""
-    queue_oldest_age: float | None = None
+    queue_oldest_age_seconds: float | None = None
     """Seconds since the oldest pending delivery was queued."""
 
     @property

@@ -223,7 +223,7 @@ async def test_status_prints_health_and_queue(
     assert data["database"]["ok"] is True
     assert data["downstream"]["ok"] is False
     assert data["queue_depth"] == 1
-    assert data["queue_oldest_age"] >= 0
+    assert data["queue_oldest_age_seconds"] >= 0
 
 
 def test_status_says_when_the_database_is_unreachable(tmp_path: Path) -> None:
