@@ -551,35 +551,69 @@ class Pipeline:
 
 def from_addresses(message: EmailMessage) -> list[str]:
     """The addresses the From header claims, normalised; raises Rejected if it
-    cannot be read (a From nobody can check is a From anybody could forge).  A
-    display name that looks like an address counts for nothing: only the address
-    does."""
+    cannot be read (a From nobody can check is a From anybody could forge).
+
+    A display name counts for nothing, only the address does: in
+    ``0@0 <maria@buyer.example>``, ``<0@0> <maria@buyer.example>`` or
+    ``"shop@seller.example" <x@y>`` the claim is the last address in angle
+    brackets (the recipient never sees the display name: the relay writes its own
+    From).  A mailbox without angle brackets claims its bare address; a bare name
+    or word claims none."""
     values = header_values(message, "From")
     if not values:
         return []
     if len(values) > 1:
         raise Rejected(FROM_MISMATCH)
     text = " ".join(decode_header_text(values[0]).split())
-    try:
-        return [
-            addresses.normalize(address)
-            for _name, address in email.utils.getaddresses([text])
-            if "@" in address  # a bare name or word claims no address
-        ]
-    except addresses.InvalidAddress:
-        pass
-    # An unquoted display name with specials (";", "<") confuses the parser; mail
-    # clients show the angle addresses, so those are what the From claims.
-    angle = _ANGLE_ADDRESS.findall(text)
-    try:
-        found = [addresses.normalize(a) for a in angle]
-    except addresses.InvalidAddress:
-        found = []
-    if not found:
-        raise Rejected(FROM_MISMATCH)
+    found: list[str] = []
+    for mailbox in _mailboxes(text):
+        # The address is the last angle address: whatever comes before it, even
+        # "<0@0>" unquoted, is the display name.
+        angle = _ANGLE_ADDRESS.findall(_QUOTED.sub('""', mailbox))[-1:]
+        claims = angle or [a for _n, a in email.utils.getaddresses([mailbox]) if "@" in a]
+        if not claims and "@" in _QUOTED.sub("", mailbox):  # "<maria@>": unreadable
+            raise Rejected(FROM_MISMATCH)
+        try:
+            found.extend(addresses.normalize(a) for a in claims)
+        except addresses.InvalidAddress:
+            raise Rejected(FROM_MISMATCH) from None
     return found
 
 
+def _mailboxes(text: str) -> list[str]:
+    """``text`` split at its top-level commas: not inside quotes, angle brackets
+    or comments."""
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = escaped = False
+    angle = comment = 0
+    for ch in text:
+        current.append(ch)
+        if escaped:
+            escaped = False
+        elif ch == "\\" and (quoted or comment):
+            escaped = True
+        elif quoted:
+            quoted = ch != '"'
+        elif ch == '"':
+            quoted = True
+        elif ch == "(":
+            comment += 1
+        elif ch == ")" and comment:
+            comment -= 1
+        elif ch == "<" and not comment:
+            angle += 1
+        elif ch == ">" and angle:
+            angle -= 1
+        elif ch == "," and not (angle or comment):
+            current.pop()
+            parts.append("".join(current))
+            current = []
+    parts.append("".join(current))
+    return [part.strip() for part in parts if part.strip()]
+
+
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
 _ANGLE_ADDRESS = re.compile(r"<([^<>\s]+@[^<>\s]+)>")
 
 

@@ -4,6 +4,7 @@ server, and the From header check that stops a forged From over a valid envelope
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,9 @@ import pytest_asyncio
 from relay.app import Relay
 from relay.config import AuthConfig
 from relay.dkim_sign import generate_rsa_key
+from relay.parse import parse
+from relay.pipeline import from_addresses
+from relay.replies import FROM_MISMATCH, Rejected
 from tests.dnsserver import FakeDns, fake_dns
 from tests.helpers import Parties, Sink, build, make_config, register, send
 
@@ -204,3 +208,34 @@ async def test_policy_none_looks_nothing_up(start: Start, sink: Sink, dns_server
     await send(relay, seller_mail(parties), sender=parties.seller, recipients=[parties.buyer_token])
     await sink.wait_for(1)
     assert dns_server.queries == []
+
+
+def received_with_from(header: str) -> EmailMessage:
+    """A message as the pipeline parses it off the wire."""
+    raw = f"From: {header}\r\nTo: t@marketplace.example.com\r\nSubject: s\r\n\r\nhi\r\n"
+    return parse(raw.encode(), hostname="mx.test", max_hops=30).message
+
+
+@pytest.mark.parametrize(
+    ("header", "claims"),
+    [
+        ("Maria <maria@buyer.example>", ["maria@buyer.example"]),
+        ("maria@buyer.example (Maria)", ["maria@buyer.example"]),
+        # A display name counts for nothing, whatever it looks like.
+        ("0@0 <maria@buyer.example>", ["maria@buyer.example"]),
+        ("<0@0> <maria@buyer.example>", ["maria@buyer.example"]),
+        ('"<x@evil.example>, y@evil.example" <maria@buyer.example>', ["maria@buyer.example"]),
+        ('"shop@seller.example" <x@elsewhere.example>', ["x@elsewhere.example"]),
+        # Every mailbox claims its address.
+        ("A <a@x.example>, b@y.example", ["a@x.example", "b@y.example"]),
+        ("Maria", []),
+    ],
+)
+def test_what_a_from_header_claims(header: str, claims: list[str]) -> None:
+    assert from_addresses(received_with_from(header)) == claims
+
+
+def test_an_unreadable_from_claims_anything_so_it_is_refused() -> None:
+    with pytest.raises(Rejected) as caught:
+        from_addresses(received_with_from("Maria <maria@>"))
+    assert caught.value.reply == FROM_MISMATCH

@@ -11,7 +11,8 @@ unknown charset or nested; folded headers; attachments whose file name (RFC 2231
 continuations included) names the sender; forwarded messages sent base64-encoded.
 Each goes through the relay over SMTP, in either direction; the delivered bytes
 must not spell the sender's real address anywhere (lower-cased, and after decoding
-every header, parameter and text part), nor the recipient's outside its own To.
+every header, parameter and text part), nor the recipient's outside its own To,
+and the relay's INFO log must not spell either.
 
 A message the relay cannot make safe is refused with a notice to the sender
 (pipeline ``UnsafeMessage``): that is allowed, the property is about what is
@@ -142,12 +143,13 @@ def encoded(draw: st.DrawFn, text: str) -> str:
 
 
 def fold(line: str, where: list[bool]) -> str:
-    """``line`` folded at some of its spaces, as mail clients fold long headers."""
+    """``line`` folded at some of its spaces, as mail clients fold long headers:
+    ``where[i]`` says whether to fold at the i-th space (not where it runs out)."""
     head, sep, rest = line.partition(": ")
     words = rest.split(" ")
     out = words[0]
-    for word, brk in zip(words[1:], where, strict=False):
-        out += ("\r\n\t" if brk else " ") + word
+    for i, word in enumerate(words[1:]):
+        out += ("\r\n\t" if i < len(where) and where[i] else " ") + word
     return head + sep + out
 
 
@@ -420,6 +422,10 @@ async def test_sender_address_never_delivered(
         msg = got.message
         assert [a.addr_spec for a in msg["From"].addresses] == [sender_token]
     assert relay_failures(caplog) == []
+    # Nor does the relay's log name either party by address, at INFO (relay.logs).
+    logged = caplog.text.lower()
+    assert built.sender.lower() not in logged
+    assert built.recipient.lower() not in logged
 
 
 @pytest.mark.parametrize(
