@@ -303,8 +303,13 @@ class RelaySMTP(SMTP):
             raise
         if result.problem is not None:
             self._set_post_data_state()  # type: ignore[no-untyped-call]
-            reply = replies.TOO_BIG if result.problem is DataProblem.TOO_MUCH else None
-            await self.push(str(reply or replies.LINE_TOO_LONG))
+            reply = str(
+                replies.TOO_BIG if result.problem is DataProblem.TOO_MUCH else replies.LINE_TOO_LONG
+            )
+            txn, self.transaction = self.transaction, None
+            if txn is not None:
+                txn.log("data", reply)
+            await self.push(reply)
             return
         self.envelope.content = self.envelope.original_content = result.content
         status = await self._call_handler_hook("DATA")

@@ -423,6 +423,33 @@ async def test_an_abandoned_transaction_gets_its_log_line_too(
     assert "elsewhere.example" not in caplog.text
 
 
+async def test_a_message_too_big_is_one_transaction_line(
+    tmp_path: Path, sink: Sink, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="relay.inbound")
+    config = make_config(tmp_path, sink_port=sink.port, database_url=database_url)
+    config = config.model_copy(
+        update={"smtp": config.smtp.model_copy(update={"max_message_size": 2000})}
+    )
+    relay = Relay(config)
+    await relay.start()
+    try:
+        parties = register(relay)
+        msg = build(frm=parties.buyer, to=parties.seller_token, body="x" * 5000)
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=relay.port, timeout=30)
+        async with client:  # no SIZE= at MAIL: the limit is found during DATA
+            await client.mail(parties.buyer)
+            await client.rcpt(parties.seller_token)
+            with pytest.raises(aiosmtplib.SMTPDataError) as refused:
+                await client.data(msg.as_bytes())
+        assert refused.value.code == 552
+        await wait_until(lambda: len(_transactions(caplog)) == 1)
+    finally:
+        await relay.stop()
+    (txn,) = _transactions(caplog)
+    assert (txn["ended"], txn["reply"], txn["to"]) == ("data", "552", [parties.seller_token])
+
+
 def _transactions(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
     return [
         r.fields  # type: ignore[attr-defined]
