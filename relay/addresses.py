@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Mapping
 from email.headerregistry import Address
 from email.utils import getaddresses, parseaddr
 
@@ -84,3 +85,30 @@ def format_address(display_name: str, address: str) -> str:
     """A header value ``"Name" <addr>``; display names are encoded as needed."""
     local, _, domain = address.rpartition("@")
     return str(Address(display_name=display_name, username=local, domain=domain))
+
+
+ANY_ADDRESS = re.compile(r"[^\s<>()\[\]\"',;:]+@[^\s<>()\[\]\"',;:]+")
+"""Anything shaped like an address in free text (a server's reply, a log line)."""
+
+
+def mask_addresses(
+    text: str,
+    *,
+    known: Mapping[str, str] | None = None,
+    keep_domain: str | None = None,
+    mask: str = "[address]",
+) -> str:
+    """``text`` with every address replaced: by its token when ``known`` maps it
+    (lower-case real address → token address), left as it is when it is in
+    ``keep_domain`` (a token already), else by ``mask``.  For text from outside
+    (a smarthost's diagnostic) that must not carry an address on."""
+    known = known or {}
+    suffix = f"@{keep_domain}" if keep_domain else None
+
+    def one(match: re.Match[str]) -> str:
+        found = match.group(0)
+        if suffix is not None and found.lower().endswith(suffix):
+            return found
+        return known.get(found.lower(), mask)
+
+    return ANY_ADDRESS.sub(one, text)

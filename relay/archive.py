@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from sqlmodel import Session, col, func, select
 
 from relay import metrics
+from relay.clock import as_utc
 from relay.durable import write_file
 from relay.models import Delivery, DeliveryAttempt, Message, RuleHit, utcnow
 
@@ -154,6 +155,4 @@ def iso(value: datetime | None) -> str | None:
     """``2026-01-31T12:00:00Z``: what the CLI's JSON uses for every timestamp."""
     if value is None:
         return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return as_utc(value).strftime("%Y-%m-%dT%H:%M:%SZ")

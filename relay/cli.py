@@ -229,6 +229,7 @@ def status(ctx: Context) -> None:
     """Is the database reachable, does the downstream take mail, how full is the
     queue: what /healthz says, from the command line.  Exit 1 when unhealthy."""
     from relay.health import check
+    from relay.responses import format_duration
 
     config = ctx.config
     db = Database(config.database)
@@ -246,7 +247,7 @@ def status(ctx: Context) -> None:
         "queue: unknown (database unavailable)"
         if health.queue_depth is None
         else f"queue: {health.queue_depth} waiting"
-        + (f", oldest {_duration(age)} old" if age is not None else "")
+        + (f", oldest {format_duration(age)} old" if age is not None else "")
     )
     emit(
         ctx,
@@ -255,14 +256,6 @@ def status(ctx: Context) -> None:
     )
     if not health.ok:
         sys.exit(1)
-
-
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    if hours:
-        return f"{hours}h {minutes}m"
-    return f"{minutes}m {secs}s" if minutes else f"{secs}s"
 
 
 @main.command("check-config")

@@ -21,6 +21,11 @@ def now() -> datetime:
     return datetime.now(UTC) + _offset
 
 
+def as_utc(value: datetime) -> datetime:
+    """``value`` as aware UTC.  SQLite hands stored times back naive: they are UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 def advance(delta: timedelta) -> None:
     """Move the clock forward (tests only; never backwards: times must not repeat)."""
     global _offset

@@ -12,11 +12,11 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from socketserver import ThreadingMixIn
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import CollectorRegistry
 
 from relay.config import RelayConfig
@@ -27,11 +27,6 @@ from relay.metrics import QueueCollector
 log = logging.getLogger("relay.endpoint")
 
 StartResponse = Callable[..., Any]
-
-
-class _Server(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-    allow_reuse_address = True
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -51,7 +46,7 @@ class Endpoint:
         self.registry = registry
         self._queue = QueueCollector(lambda: queue_stats(db))
         self._metrics_app = make_wsgi_app(registry)
-        self._server: _Server | None = None
+        self._server: ThreadingWSGIServer | None = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -66,7 +61,7 @@ class Endpoint:
         host, port = address
         try:
             self._server = make_server(
-                host, port, self._app, server_class=_Server, handler_class=_QuietHandler
+                host, port, self._app, server_class=ThreadingWSGIServer, handler_class=_QuietHandler
             )
         except OSError as exc:
             raise OSError(

@@ -16,10 +16,9 @@ from datetime import datetime
 
 from sqlalchemy import text
 
-from relay import queue
+from relay import clock, queue
 from relay.config import RelayConfig
 from relay.db import Database
-from relay.models import utcnow
 
 TIMEOUT = 3.0
 """Seconds each check may take."""
@@ -71,10 +70,7 @@ def queue_stats(db: Database) -> tuple[int, float | None]:
 def _age(since: datetime | None) -> float | None:
     if since is None:
         return None
-    now = utcnow()
-    if since.tzinfo is None:  # SQLite gives back naive UTC
-        now = now.replace(tzinfo=None)
-    return max(0.0, (now - since).total_seconds())
+    return max(0.0, (clock.now() - clock.as_utc(since)).total_seconds())
 
 
 def check_database(db: Database) -> Check:

@@ -14,7 +14,6 @@ import logging
 import secrets
 import ssl
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -59,8 +58,8 @@ class Transaction:
     client: str
     null_sender: bool
     started: float = field(default_factory=time.monotonic)
-    senders: list[str] = field(default_factory=list)
-    """The sender's token in each conversation written to."""
+    routes: dict[str, Route] = field(default_factory=dict)
+    """The route found at RCPT for each token recipient, reused at DATA."""
     recipients: list[str] = field(default_factory=list)
     """Accepted RCPTs: token (or bounce) addresses, nothing else is accepted."""
     refused: list[str] = field(default_factory=list)
@@ -82,7 +81,9 @@ class Transaction:
             event="smtp",
             trace=self.trace,
             client=self.client,
-            sender="<>" if self.null_sender else sorted(set(self.senders)) or "-",
+            sender="<>"
+            if self.null_sender
+            else sorted({r.sender_token for r in self.routes.values()}) or "-",
             to=self.recipients,
             refused=self.refused,
             size=size if size is not None else "-",
@@ -106,10 +107,6 @@ class InboundHandler:
         self.max_recipients = limits.max_recipients
         self.unknown = SlidingWindow(limits.unknown_recipients_per_ip, 3600.0)
         """Unknown-token (or wrong-sender) RCPTs per client IP: guessing is throttled."""
-        self._routes: weakref.WeakKeyDictionary[Envelope, dict[str, Route]] = (
-            weakref.WeakKeyDictionary()
-        )
-        """Routes found at RCPT, by envelope (a new one after each message or RSET)."""
         self._in_data = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -131,12 +128,12 @@ class InboundHandler:
         mail_options: list[str],
     ) -> str:
         """The transaction starts: it gets its trace id."""
+        assert isinstance(server, RelaySMTP)
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
-        if isinstance(server, RelaySMTP):
-            server.transaction = Transaction(
-                new_trace_id(), _ip(session.peer) or "?", not _envelope_sender(address)
-            )
+        server.transaction = Transaction(
+            new_trace_id(), _ip(session.peer) or "?", not _envelope_sender(address)
+        )
         return "250 OK"
 
     async def handle_RCPT(
@@ -147,20 +144,22 @@ class InboundHandler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
-        reply = await self._rcpt(session, envelope, address, rcpt_options)
-        txn = server.transaction if isinstance(server, RelaySMTP) else None
-        if txn is not None:
-            if reply.startswith("250"):
-                txn.recipients.append(address)
-                route = self._routes.get(envelope, {}).get(address)
-                if route is not None:
-                    txn.senders.append(route.sender_token)
-            else:
-                txn.refused.append(reply[:3])
+        assert isinstance(server, RelaySMTP) and server.transaction is not None  # MAIL came first
+        txn = server.transaction
+        reply = await self._rcpt(session, envelope, address, rcpt_options, txn)
+        if reply.startswith("250"):
+            txn.recipients.append(address)
+        else:
+            txn.refused.append(reply[:3])
         return reply
 
     async def _rcpt(
-        self, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+        self,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+        txn: Transaction,
     ) -> str:
         if len(envelope.rcpt_tos) >= self.max_recipients:
             return str(replies.TOO_MANY_RECIPIENTS)
@@ -186,31 +185,29 @@ class InboundHandler:
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         if route is not None:
-            self._routes.setdefault(envelope, {})[address] = route
+            txn.routes[address] = route
         return str(replies.RECIPIENT_OK)
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         self._in_data += 1
         self._idle.clear()
-        txn = server.transaction if isinstance(server, RelaySMTP) else None
-        if isinstance(server, RelaySMTP):
-            server.transaction = None  # logged here, not as abandoned
-        trace = txn.trace if txn is not None else new_trace_id()
+        assert isinstance(server, RelaySMTP) and server.transaction is not None  # MAIL came first
+        txn, server.transaction = server.transaction, None  # logged here, not as abandoned
         results: list[str] = []
         reply = str(replies.TEMP_FAILURE)
         try:
-            reply = await self._data(session, envelope, trace, results)
+            reply = await self._data(session, envelope, txn, results)
             return reply
         finally:
             self._in_data -= 1
             if not self._in_data:
                 self._idle.set()
-            if txn is not None:
-                txn.log("data", reply, size=len(envelope.original_content or b""), results=results)
+            txn.log("data", reply, size=len(envelope.original_content or b""), results=results)
 
     async def _data(
-        self, session: Session, envelope: Envelope, trace: str, results: list[str]
+        self, session: Session, envelope: Envelope, txn: Transaction, results: list[str]
     ) -> str:
+        trace = txn.trace
         raw = envelope.original_content or b""
         try:
             with metrics.timed("accept"):
@@ -221,7 +218,7 @@ class InboundHandler:
                     raw,
                     client_ip=_ip(session.peer),
                     helo=session.host_name or "",
-                    known=self._routes.pop(envelope, None),
+                    known=txn.routes,
                     trace_id=trace,
                 )
         except Rejected as exc:

@@ -19,25 +19,18 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from relay.addresses import mask_addresses
 from relay.config import LoggingConfig
-
-_ADDRESS = re.compile(r"[^\s<>()\[\]\"',;:]+@[A-Za-z0-9.\-\[\]:]+[A-Za-z0-9\]]")
 
 
 def redact(text: str, known: Mapping[str, str] | None = None) -> str:
     """``text`` with every email address replaced: by its token when ``known``
     maps it (lower-case real address → token address), else by ``<address>``."""
-    known = known or {}
-
-    def one(match: re.Match[str]) -> str:
-        return known.get(match.group(0).lower(), "<address>")
-
-    return _ADDRESS.sub(one, text)
+    return mask_addresses(text, known=known, mask="<address>")
 
 
 def event(

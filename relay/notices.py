@@ -10,7 +10,6 @@ is how two auto-responders are kept from talking to each other forever.
 
 from __future__ import annotations
 
-import re
 import textwrap
 from email.message import EmailMessage
 from email.utils import formatdate
@@ -24,8 +23,6 @@ from relay.models import Buyer, Conversation, Delivery, Direction, Message, Mess
 from relay.parse import TRACE_HEADER
 from relay.threading_ids import new_message_id
 from relay.tokenizer import AddressMap, token_address
-
-_ANY_ADDRESS = re.compile(r"[^\s<>()\[\]\"',;:]+@[^\s<>()\[\]\"',;:]+")
 
 
 def optout_reason(config: RelayConfig) -> str:
@@ -43,11 +40,7 @@ def optout_reason(config: RelayConfig) -> str:
 def sanitize(text: str, amap: AddressMap, domain: str) -> str:
     """Replace the parties' addresses by tokens and hide any other address, so a
     remote server's diagnostic ("550 <buyer@example.net>: no such user") leaks nothing."""
-    text = amap.replace(text)
-    return _ANY_ADDRESS.sub(
-        lambda m: m.group(0) if m.group(0).lower().endswith("@" + domain) else "[address]",
-        text,
-    )
+    return addresses.mask_addresses(amap.replace(text), keep_domain=domain)
 
 
 def create_notice(

@@ -329,11 +329,10 @@ class OutboundWorker:
         async with self._slots:
             started = time.perf_counter()
             try:
-                with metrics.timed("delivery"):
-                    data = await asyncio.to_thread(self.archive.read, item.path)
-                    if self.signer is not None:
-                        data = await asyncio.to_thread(self.signer.sign, data)
-                    result = await self.transport.send(item.envelope_from, item.recipient, data)
+                data = await asyncio.to_thread(self.archive.read, item.path)
+                if self.signer is not None:
+                    data = await asyncio.to_thread(self.signer.sign, data)
+                result = await self.transport.send(item.envelope_from, item.recipient, data)
             except DeliveryError as exc:
                 await self._record_failure(item, exc, started)
                 return
@@ -366,8 +365,10 @@ class OutboundWorker:
             metrics.BLOCKED.labels(item.direction, "failed").inc()
 
     def _log(self, item: queue.Claimed, outcome: str, reply: str, started: float) -> None:
-        """The attempt's log line (and count): the recipient by token only."""
+        """The attempt's log line, count and time: the recipient by token only."""
+        elapsed = time.perf_counter() - started
         metrics.DELIVERY_ATTEMPTS.labels(outcome).inc()
+        metrics.STAGE_SECONDS.labels("delivery").observe(elapsed)
         event(
             log,
             "delivery attempt",
@@ -379,7 +380,7 @@ class OutboundWorker:
             attempt=item.attempts + 1,
             outcome=outcome,
             reply=redact(_first_line(reply), {item.recipient.lower(): item.recipient_token}),
-            ms=round((time.perf_counter() - started) * 1000, 1),
+            ms=round(elapsed * 1000, 1),
         )
 
     async def _record(self, fn: queue.RecordFn, item: queue.Claimed, reply: str) -> bool:

@@ -625,7 +625,7 @@ def _reason(plan: Plan) -> str:
         return "quarantine"
     if plan.status is MessageStatus.BLOCKED:
         return "opt_out"
-    return "rule" if plan.reason.startswith("rule ") else "unreadable"
+    return "rule" if plan.verdict.action is Action.REJECT else "unreadable"
 
 
 def count(outcomes: Sequence[Outcome]) -> None:

@@ -71,7 +71,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -95,6 +95,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import FromClause, FunctionElement
 from sqlmodel import Session, SQLModel
 
+from relay.clock import as_utc
 from relay.models import Conversation, Direction, MessageStatus, ResponseMark, utcnow
 from relay.store import DirectoryError
 
@@ -195,11 +196,6 @@ def _passed(msg: FromClause, direction: Direction) -> ColumnElement[bool]:
     )
 
 
-def _utc(value: datetime) -> datetime:
-    """Aware UTC (a naive value is taken as UTC), as the relay stores times."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def response_statement(
     *, now: datetime, seller_id: int | None = None, since: datetime | None = None
 ) -> Select[Any]:
@@ -211,7 +207,7 @@ def response_statement(
         _table("seller"),
     )
     time_type = message.c.created_at.type
-    now_param = bindparam("now", _utc(now), type_=time_type)
+    now_param = bindparam("now", as_utc(now), type_=time_type)
 
     # 1. Every clock-starting buyer message, with the first reply and mark after it.
     m = message.alias("m")
@@ -249,7 +245,7 @@ def response_statement(
     if seller_id is not None:
         starts = starts.where(conversation.c.seller_id == seller_id)
     if since is not None:
-        starts = starts.where(m.c.created_at >= bindparam("since", _utc(since), type_=time_type))
+        starts = starts.where(m.c.created_at >= bindparam("since", as_utc(since), type_=time_type))
     clocks = starts.cte("clocks")
 
     # 2. Its stop: the earlier of the two (a reply wins a tie).
@@ -446,7 +442,7 @@ def open_clocks(session: Session, conversation_id: int, *, before: datetime) -> 
         .where(
             m.c.conversation_id == conversation_id,
             _passed(m, Direction.BUYER_TO_SELLER),
-            m.c.created_at < bindparam("before", _utc(before), type_=m.c.created_at.type),
+            m.c.created_at < bindparam("before", as_utc(before), type_=m.c.created_at.type),
             ~answered,
             ~marked,
         )
@@ -466,7 +462,7 @@ def mark_no_response_needed(
     """
     if session.get(Conversation, conversation_id) is None:
         raise DirectoryError(f"no conversation with id {conversation_id}")
-    at = _utc(at) if at is not None else utcnow()
+    at = as_utc(at) if at is not None else utcnow()
     stopped = open_clocks(session, conversation_id, before=at)
     session.add(ResponseMark(conversation_id=conversation_id, at=at))
     session.flush()
@@ -508,7 +504,7 @@ def parse_since(text: str) -> datetime:
     """``YYYY-MM-DD`` or an ISO datetime; UTC unless it names its offset.
     Raises ValueError."""
     value = datetime.fromisoformat(text.strip())
-    return _utc(value)
+    return as_utc(value)
 
 
 __all__ = [

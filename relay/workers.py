@@ -174,6 +174,7 @@ class Supervisor:
             placeholder.close()
             if endpoint is not None:
                 endpoint.stop()
+                endpoint.db.dispose()
             if self.metrics_dir is not None:
                 shutil.rmtree(self.metrics_dir, ignore_errors=True)
         return status
