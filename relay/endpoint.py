@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -27,6 +28,12 @@ from relay.metrics import QueueCollector
 log = logging.getLogger("relay.endpoint")
 
 StartResponse = Callable[..., Any]
+
+
+class _IPv6Server(ThreadingWSGIServer):
+    """For ``metrics.listen: "[::1]:9125"`` (the standard server is IPv4 only)."""
+
+    address_family = socket.AF_INET6
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -61,7 +68,11 @@ class Endpoint:
         host, port = address
         try:
             self._server = make_server(
-                host, port, self._app, server_class=ThreadingWSGIServer, handler_class=_QuietHandler
+                host,
+                port,
+                self._app,
+                server_class=_IPv6Server if ":" in host else ThreadingWSGIServer,
+                handler_class=_QuietHandler,
             )
         except OSError as exc:
             raise OSError(

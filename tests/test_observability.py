@@ -258,6 +258,30 @@ def test_listen_addresses(text: str, expected: tuple[str, int]) -> None:
     assert MetricsConfig(listen=text).address == expected
 
 
+async def test_the_endpoint_listens_on_ipv6_loopback(
+    tmp_path: Path, sink: Sink, database_url: str
+) -> None:
+    config = make_config(
+        tmp_path,
+        sink_port=sink.port,
+        database_url=database_url,
+        metrics=MetricsConfig(listen="[::1]:0"),
+    )
+    relay = Relay(config)
+    await relay.start()
+    try:
+        assert relay.endpoint is not None
+        url = f"http://[::1]:{relay.endpoint.port}/healthz"
+
+        def get() -> int:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return int(response.status)
+
+        assert await asyncio.to_thread(get) == 200
+    finally:
+        await relay.stop()
+
+
 def test_a_bad_listen_address_is_a_clear_configuration_error(tmp_path: Path) -> None:
     path = tmp_path / "relay.yaml"
     path.write_text("metrics:\n  listen: localhost:http\n", encoding="utf-8")
