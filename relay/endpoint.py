@@ -10,37 +10,19 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
-import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import make_wsgi_app
-from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import CollectorRegistry
 
 from relay.config import RelayConfig
 from relay.db import Database
 from relay.health import check, queue_stats
+from relay.httpserver import StartResponse, WsgiServer
 from relay.metrics import QueueCollector
 
 log = logging.getLogger("relay.endpoint")
-
-StartResponse = Callable[..., Any]
-
-
-class _IPv6Server(ThreadingWSGIServer):
-    """For ``metrics.listen: "[::1]:9125"`` (the standard server is IPv4 only)."""
-
-    address_family = socket.AF_INET6
-
-
-class _QuietHandler(WSGIRequestHandler):
-    """No access log line per scrape on stderr."""
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
 
 class Endpoint:
@@ -53,46 +35,28 @@ class Endpoint:
         self.registry = registry
         self._queue = QueueCollector(lambda: queue_stats(db))
         self._metrics_app = make_wsgi_app(registry)
-        self._server: ThreadingWSGIServer | None = None
-        self._thread: threading.Thread | None = None
+        address = config.metrics.address
+        self._server = WsgiServer(address[0], address[1], self._app, name="metrics endpoint")
+        self._registered = False
 
     @property
     def port(self) -> int:
-        assert self._server is not None
-        return int(self._server.server_address[1])
+        return self._server.port
 
     def start(self) -> None:
         """Bind and serve in a thread; raises OSError if the address is taken."""
-        address = self.config.metrics.address
-        assert address is not None
-        host, port = address
-        try:
-            self._server = make_server(
-                host,
-                port,
-                self._app,
-                server_class=_IPv6Server if ":" in host else ThreadingWSGIServer,
-                handler_class=_QuietHandler,
-            )
-        except OSError as exc:
-            raise OSError(
-                f"metrics endpoint cannot listen on {host}:{port}: {exc.strerror}"
-            ) from None
+        self._server.start()
         self.registry.register(self._queue)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="relay-metrics", daemon=True
+        self._registered = True
+        log.info(
+            "metrics and health on http://%s:%d/metrics and /healthz", self._server.host, self.port
         )
-        self._thread.start()
-        log.info("metrics and health on http://%s:%d/metrics and /healthz", host, self.port)
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        if self._registered:
             self.registry.unregister(self._queue)
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(5)
+            self._registered = False
+        self._server.stop()
 
     def _app(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
