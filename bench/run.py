@@ -515,6 +515,7 @@ class RelaySetup:
             },
             "filters": {"rules": str(ROOT / "config" / "filters.yaml")},
             "dkim": {"enabled": True, "selector": "relay", "private_key": str(self.dkim_key)},
+            "campaigns": {"unsubscribe": {"listen": "127.0.0.1:0"}},
             # The load is 20 parties sending thousands of messages an hour from one IP.
             "limits": {
                 "messages_per_sender": 10**9,

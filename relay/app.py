@@ -13,6 +13,9 @@ import signal
 from prometheus_client import REGISTRY
 
 from relay.archive import Archive
+from relay.campaigns.dispatch import Dispatcher
+from relay.campaigns.render import Renderer
+from relay.campaigns.unsubscribe import UnsubscribeEndpoint
 from relay.config import RelayConfig
 from relay.db import Database
 from relay.dkim_sign import Signer, ensure_key
@@ -37,6 +40,7 @@ class Relay:
         transport: Transport | None = None,
         reuse_port: bool = False,
         serve_metrics: bool = True,
+        serve_unsubscribe: bool = True,
     ) -> None:
         self.config = config
         self.reuse_port = reuse_port
@@ -45,6 +49,14 @@ class Relay:
         """Serve /metrics and /healthz (a worker of ``--workers N`` leaves it to
         the supervisor, which adds up all workers' metrics)."""
         self.endpoint: Endpoint | None = None
+        self.serve_unsubscribe = (
+            serve_unsubscribe and config.campaigns.unsubscribe.listen is not None
+        )
+        """Serve the campaigns' unsubscribe links (under ``--workers N`` the
+        supervisor does, once for all workers)."""
+        self.unsubscribe: UnsubscribeEndpoint | None = None
+        self.dispatcher: Dispatcher | None = None
+        self._dispatch_task: asyncio.Task[None] | None = None
         self.db = Database(config.database)
         self.archive = Archive(config.archive.path)
         self.pipeline = Pipeline(config, self.db, self.archive, rules=self._load_rules())
@@ -106,6 +118,7 @@ class Relay:
             signer=signer,
         )
         self._worker_task = asyncio.create_task(self.worker.run())
+        await self._start_campaigns(self.worker)
         self.handler = handler = InboundHandler(
             self.pipeline, self.db, on_accepted=self.worker.wake
         )
@@ -138,6 +151,25 @@ class Relay:
         )
         self._purge = PurgeTask.start_if_enabled(self.db, self.archive, self.config.archive)
 
+    async def _start_campaigns(self, worker: OutboundWorker) -> None:
+        """The unsubscribe endpoint, then the campaign dispatcher."""
+        base = None
+        address = self.config.campaigns.unsubscribe.address
+        if self.serve_unsubscribe and address is not None:
+            self.unsubscribe = UnsubscribeEndpoint(self.db, *address)
+            await asyncio.to_thread(self.unsubscribe.start)
+            if self.config.campaigns.unsubscribe.url is None:
+                base = self.unsubscribe.base_url  # the real port, when asked for port 0
+        if self.config.campaigns.dispatch:
+            self.dispatcher = Dispatcher(
+                self.config,
+                self.db,
+                self.archive,
+                renderer=Renderer(self.config, unsubscribe_base=base),
+                on_queued=worker.wake,
+            )
+            self._dispatch_task = asyncio.create_task(self.dispatcher.run())
+
     async def stop(self) -> None:
         """Stop accepting, let in-flight sessions and deliveries finish, then close."""
         if self.server is not None:
@@ -146,6 +178,12 @@ class Relay:
             if not await self.handler.drain(30):
                 log.warning("some messages were still being processed at shutdown")
             await asyncio.sleep(0.05)  # let the last replies reach their clients
+        if self.dispatcher is not None:
+            self.dispatcher.stop()
+        if self._dispatch_task is not None:
+            await self._dispatch_task  # a pass in progress finishes its batch first
+        if self.unsubscribe is not None:
+            await asyncio.to_thread(self.unsubscribe.stop)
         if self.worker is not None:
             self.worker.stop()
         if self._worker_task is not None:

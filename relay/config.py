@@ -361,6 +361,100 @@ class LoggingConfig(_Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class UnsubscribeConfig(_Strict):
+    """The one-click unsubscribe endpoint of campaign messages (RFC 8058)."""
+
+    listen: str | None = "127.0.0.1:8025"
+    """``host:port`` the relay serves ``/unsubscribe/...`` on; loopback by default,
+    behind the marketplace's HTTPS front end.  ``null``: not served here."""
+    url: str | None = None
+    """The public base URL of the links in the messages (``https://...``); the
+    default is ``http://`` plus ``listen``, for trying it out."""
+
+    @field_validator("listen", mode="before")
+    @classmethod
+    def _listen(cls, value: object) -> object:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = f"127.0.0.1:{value}"
+        if value is not None:
+            parse_listen(str(value))
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^\s/]+(/\S*)?$", value):
+            raise ValueError(f"{value!r} is not an http(s) URL, e.g. https://example.com/mail")
+        return value.rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _somewhere(self) -> Self:
+        if self.listen is None and self.url is None:
+            raise ValueError("with listen: null, url must say where unsubscribe links lead")
+        return self
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        return parse_listen(self.listen) if self.listen is not None else None
+
+    def link(self, token: str) -> str:
+        """The unsubscribe URL of one campaign message."""
+        if self.url is not None:
+            base = self.url
+        else:
+            assert self.address is not None
+            host, port = self.address
+            base = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+        return f"{base}/unsubscribe/{token}"
+
+
+class CampaignsConfig(_Strict):
+    """Brand campaigns (``relay.campaigns``)."""
+
+    dispatch: bool = True
+    """Run the campaign dispatcher in ``relay serve``."""
+    poll_interval: PositiveSeconds = 30
+    """How often the dispatcher looks for campaigns to start and messages due."""
+    batch: Annotated[Int, Field(gt=0, le=10_000)] = 200
+    """Messages the dispatcher renders and queues per database transaction."""
+    sender: str = "brands"
+    """Local part of the address campaign messages come from (replies are not read)."""
+    currency: str = "USD"
+    """Shown with ``amount_off`` promotions."""
+    store_url: str = "https://{domain}/stores/{brand_id}"
+    product_url: str = "https://{domain}/dp/{sku}"
+    templates: FilePath | None = None
+    """A directory with ``campaign.html`` and ``campaign.txt`` (Jinja2) to use
+    instead of the built-in templates."""
+    unsubscribe: UnsubscribeConfig = UnsubscribeConfig()
+
+    @field_validator("sender")
+    @classmethod
+    def _local_part(cls, value: str) -> str:
+        if not _LOCAL_PART.match(value):
+            raise ValueError("must be the local part of an address (before the @), e.g. brands")
+        return value
+
+    @field_validator("store_url", "product_url")
+    @classmethod
+    def _link_format(cls, value: str, info: Any) -> str:
+        allowed = {"store_url": ("domain", "brand_id"), "product_url": ("domain", "sku")}[
+            info.field_name
+        ]
+        try:
+            fields = [f for _t, f, _s, _c in string.Formatter().parse(value) if f is not None]
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
+        bad = [f for f in fields if f not in allowed]
+        if bad:
+            raise ValueError(
+                f"only {{{allowed[0]}}} and {{{allowed[1]}}} may be used (found {{{bad[0]}}})"
+            )
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s) URL")
+        return value
+
+
 class DkimConfig(_Strict):
     enabled: bool = True
     selector: str = "relay"
@@ -397,6 +491,7 @@ class RelayConfig(_Strict):
     dkim: DkimConfig = DkimConfig()
     metrics: MetricsConfig = MetricsConfig()
     logging: LoggingConfig = LoggingConfig()
+    campaigns: CampaignsConfig = CampaignsConfig()
 
     def resolved(self, base: Path) -> RelayConfig:
         """This config with every relative path made absolute against ``base``."""
@@ -430,6 +525,13 @@ class RelayConfig(_Strict):
                     }
                 ),
                 "filters": self.filters.model_copy(update={"rules": absolute(self.filters.rules)}),
+                "campaigns": self.campaigns.model_copy(
+                    update={
+                        "templates": absolute(self.campaigns.templates)
+                        if self.campaigns.templates
+                        else None
+                    }
+                ),
                 "dkim": self.dkim.model_copy(
                     update={
                         "private_key": absolute(self.dkim.private_key),

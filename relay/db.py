@@ -38,11 +38,12 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import Session, SQLModel, create_engine, select
 
 from relay import models
+from relay.campaigns import models as _campaign_models  # noqa: F401  (registers the tables)
 from relay.config import DatabaseConfig
 
 log = logging.getLogger("relay.db")
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 MIGRATIONS: dict[int, list[str]] = {
     2: ["ALTER TABLE rule_hit ADD COLUMN location VARCHAR NOT NULL DEFAULT ''"],
@@ -54,6 +55,7 @@ MIGRATIONS: dict[int, list[str]] = {
     5: [  # deleting a message checks the notices that point at it (retention)
         "CREATE INDEX IF NOT EXISTS ix_message_about_message_id ON message (about_message_id)"
     ],
+    6: [],  # brand campaigns: new tables only, which create_all makes
 }
 """Version → the statements that bring the previous version to it."""
 

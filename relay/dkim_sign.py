@@ -34,7 +34,12 @@ SIGNED_HEADERS = [
     b"content-type",
     b"content-transfer-encoding",
     b"auto-submitted",
+    b"list-id",
+    b"list-unsubscribe",
+    b"list-unsubscribe-post",
 ]
+"""Signed when present.  RFC 8058 §3: a one-click unsubscribe needs
+``List-Unsubscribe`` and ``List-Unsubscribe-Post`` covered by a valid signature."""
 
 
 class DkimError(Exception):

@@ -64,6 +64,17 @@ PURGED = Counter(
     " messages (rows) and copies (stored files).",
     ["kind"],
 )
+CAMPAIGN_MESSAGES = Counter(
+    "relay_campaign_messages",
+    "Campaign messages by outcome: sent (queued for delivery), skipped_7_days,"
+    " unsubscribed, opted_out, withdrawn (the campaign was cancelled or suspended).",
+    ["outcome"],
+)
+CAMPAIGN_UNSUBSCRIBES = Counter(
+    "relay_campaign_unsubscribes",
+    "Followers who unsubscribed through a campaign message, by method (one_click, page).",
+    ["method"],
+)
 STAGE_SECONDS = Histogram(
     "relay_stage_seconds",
     "Time spent per stage: accept (DATA end to commit), filter, archive (one stored"

@@ -22,6 +22,8 @@ class Direction(enum.StrEnum):
     BUYER_TO_SELLER = "buyer_to_seller"
     SELLER_TO_BUYER = "seller_to_buyer"
     NOTICE = "notice"
+    CAMPAIGN = "campaign"
+    """A brand's campaign message to a follower (``relay.campaigns``)."""
 
 
 class Party(enum.StrEnum):

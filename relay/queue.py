@@ -28,6 +28,7 @@ from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, func, or_, select
 
 from relay.archive import Archive
+from relay.campaigns import ledger
 from relay.config import RelayConfig, RetryConfig
 from relay.db import insert_row
 from relay.models import (
@@ -360,6 +361,11 @@ def _notify_failure(
     msg.status_reason = reply[:500]
     msg.updated_at = utcnow()
     session.add(msg)
+    if msg.direction is Direction.CAMPAIGN:
+        # No notice: campaign mail has no sender to tell; its report counts it.
+        assert msg.id is not None
+        ledger.mark_bounced(session, msg.id)
+        return
     if msg.direction is Direction.NOTICE:
         return
     domain = config.marketplace.domain

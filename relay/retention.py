@@ -74,11 +74,12 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, or_
+from sqlalchemy import ColumnElement, and_, delete, or_, update
 from sqlmodel import Session, col, func, select
 
 from relay import clock, metrics
 from relay.archive import Archive, iso
+from relay.campaigns.models import CampaignSend
 from relay.config import ArchiveConfig
 from relay.db import Database, StorageUnavailable
 from relay.models import (
@@ -361,6 +362,10 @@ def _delete_batch(session: Session, batch: list[int], cutoff: datetime) -> _Dele
     session.execute(delete(DeliveryAttempt).where(col(DeliveryAttempt.delivery_id).in_(deliveries)))
     session.execute(delete(Delivery).where(col(Delivery.message_id).in_(ids)))
     session.execute(delete(RuleHit).where(col(RuleHit.message_id).in_(ids)))
+    # A campaign's send records outlive its messages: they are its report.
+    session.execute(
+        update(CampaignSend).where(col(CampaignSend.message_id).in_(ids)).values(message_id=None)
+    )
     # Notices first: a notice refers to the message it reports on.
     notices: Any = session.execute(
         delete(Message).where(col(Message.id).in_(ids), col(Message.about_message_id).is_not(None))

@@ -47,7 +47,7 @@ def add_seller(session: Session, *, name: str, emails: Sequence[str]) -> Seller:
         raise DirectoryError("a seller needs a name")
     if not emails:
         raise DirectoryError("a seller needs at least one approved sender address")
-    normalized = [_normalize(e) for e in emails]
+    normalized = [normalize_email(e) for e in emails]
     seller = Seller(name=name)
     session.add(seller)
     session.flush()
@@ -97,10 +97,10 @@ def update_seller(
     if messaging is not None:
         seller.messaging_enabled = messaging
     for email in add_emails:
-        _claim_seller_address(session, seller_id, _normalize(email), primary=False)
+        _claim_seller_address(session, seller_id, normalize_email(email), primary=False)
     session.flush()
     for email in remove_emails:
-        email = _normalize(email)
+        email = normalize_email(email)
         row = session.exec(
             select(SellerAddress).where(
                 SellerAddress.email == email, SellerAddress.seller_id == seller_id
@@ -124,7 +124,7 @@ def update_seller(
 
 
 def find_buyer(session: Session, email: str) -> Buyer | None:
-    return session.exec(select(Buyer).where(Buyer.email == _normalize(email))).first()
+    return session.exec(select(Buyer).where(Buyer.email == normalize_email(email))).first()
 
 
 def set_opt_out(session: Session, email: str, opted_out: bool) -> Buyer:
@@ -166,7 +166,7 @@ def add_order(
     if not order_id:
         raise DirectoryError("an order needs an id")
     get_seller(session, seller_id)
-    email = _normalize(buyer_email)
+    email = normalize_email(buyer_email)
     if session.exec(select(SellerAddress).where(SellerAddress.email == email)).first():
         raise DirectoryError(f"{email} is a seller address and cannot be a buyer")
     buyer = find_buyer(session, email)
@@ -224,7 +224,7 @@ def conversation_categories(session: Session, conversation_id: int) -> frozenset
     return frozenset(c for row in rows for c in row.split())
 
 
-def _normalize(email: str) -> str:
+def normalize_email(email: str) -> str:
     try:
         return addresses.normalize(email)
     except addresses.InvalidAddress as exc:

@@ -40,6 +40,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from relay import metrics
 from relay.app import Relay
 from relay.archive import Archive
+from relay.campaigns.unsubscribe import UnsubscribeEndpoint
 from relay.config import RelayConfig
 from relay.db import Database
 from relay.endpoint import Endpoint
@@ -62,7 +63,7 @@ def _run_worker(config: RelayConfig, index: int, metrics_dir: Path | None) -> No
         metrics.use_multiprocess(metrics_dir)
     _stop_when_orphaned()
     try:
-        relay = Relay(config, reuse_port=True, serve_metrics=False)
+        relay = Relay(config, reuse_port=True, serve_metrics=False, serve_unsubscribe=False)
         asyncio.run(relay.serve_forever())
     except Exception as exc:  # one line in the log, not a traceback per restart
         log.error("worker %d cannot run: %s", index, exc)
@@ -113,6 +114,16 @@ def _reserve_port(config: RelayConfig) -> tuple[RelayConfig, socket.socket]:
     return config.model_copy(update={"smtp": smtp}), sock
 
 
+def _with_link_base(config: RelayConfig, base: str) -> RelayConfig:
+    """The workers' links point at the supervisor's endpoint (its real port,
+    when asked for port 0), unless ``unsubscribe.url`` says otherwise."""
+    if config.campaigns.unsubscribe.url is not None:
+        return config
+    unsubscribe = config.campaigns.unsubscribe.model_copy(update={"url": base})
+    campaigns = config.campaigns.model_copy(update={"unsubscribe": unsubscribe})
+    return config.model_copy(update={"campaigns": campaigns})
+
+
 class Supervisor:
     def __init__(self, config: RelayConfig, workers: int) -> None:
         self.config = config
@@ -153,7 +164,13 @@ class Supervisor:
         _prepare(self.config)
         self.config, placeholder = _reserve_port(self.config)
         endpoint: Endpoint | None = None
+        unsubscribe: UnsubscribeEndpoint | None = None
         try:
+            address = self.config.campaigns.unsubscribe.address
+            if address is not None:
+                unsubscribe = UnsubscribeEndpoint(Database(self.config.database), *address)
+                unsubscribe.start()
+                self.config = _with_link_base(self.config, unsubscribe.base_url)
             if self.config.metrics.address is not None:
                 self.metrics_dir = Path(tempfile.mkdtemp(prefix="relay-metrics-"))
                 registry = CollectorRegistry()
@@ -175,6 +192,9 @@ class Supervisor:
             if endpoint is not None:
                 endpoint.stop()
                 endpoint.db.dispose()
+            if unsubscribe is not None:
+                unsubscribe.stop()
+                unsubscribe.db.dispose()
             if self.metrics_dir is not None:
                 shutil.rmtree(self.metrics_dir, ignore_errors=True)
         return status

@@ -25,6 +25,7 @@ from relay import store
 from relay.app import Relay
 from relay.config import (
     ArchiveConfig,
+    CampaignsConfig,
     DatabaseConfig,
     DeliveryConfig,
     DkimConfig,
@@ -34,6 +35,7 @@ from relay.config import (
     RetryConfig,
     SmarthostConfig,
     SmtpConfig,
+    UnsubscribeConfig,
 )
 
 DOMAIN = "marketplace.example.com"
@@ -187,6 +189,8 @@ def make_config(
         filters=FiltersConfig(rules=rules or tmp / "filters.yaml"),
         dkim=DkimConfig(private_key=dkim_key or tmp / "dkim" / "relay.key"),
         # Tests send a lot from one address and IP; test_limits sets its own limits.
+        # Port 0: tests run side by side, and a developer's relay may hold 8025.
+        campaigns=CampaignsConfig(unsubscribe=UnsubscribeConfig(listen="127.0.0.1:0")),
         limits=LimitsConfig(
             connections_per_ip=100_000,
             messages_per_sender=100_000,

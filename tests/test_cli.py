@@ -432,6 +432,7 @@ smtp: {{host: 127.0.0.1, port: {port}}}
 database: {{url: "sqlite:///blocker/relay.db"}}
 archive: {{path: state/archive}}
 dkim: {{private_key: blocker/relay.key}}
+campaigns: {{unsubscribe: {{listen: "127.0.0.1:0"}}}}
 """,
         )
         other = tmp_path / "serve.yaml"

@@ -178,6 +178,7 @@ delivery:
   concurrency: 2
 filters: {{rules: filters.yaml}}
 dkim: {{private_key: "{dkim_key}"}}
+campaigns: {{unsubscribe: {{listen: "127.0.0.1:0"}}}}
 """,
         encoding="utf-8",
     )

@@ -44,6 +44,7 @@ delivery:
   poll_interval: 0.2
 filters: {{rules: filters.yaml}}
 dkim: {{private_key: state/dkim.key}}
+campaigns: {{unsubscribe: {{listen: "127.0.0.1:0"}}}}
 """,
         encoding="utf-8",
     )

@@ -1,0 +1,80 @@
+"""What became of a campaign's messages (``relay campaign show``).
+
+- ``planned``: followers the campaign was planned for when it started;
+- ``sent``: messages handed to the outbound queue (``delivered`` of them:
+  accepted by the recipient's server; ``bounced``: refused for good, given up,
+  or reported by a DSN, and counted in ``sent`` too);
+- ``skipped_7_days``: the brand had reached the customer with another campaign
+  less than 7 days before, per campaign in ``skipped_for``;
+- ``unsubscribed``: followers who had unsubscribed when their turn came, plus
+  ``unsubscribed_here``: those who unsubscribed through this campaign's link;
+- ``opted_out``: customers with the global opt-out;
+- ``withdrawn``: not sent because the campaign was cancelled or suspended;
+- ``pending``: still waiting for their time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlmodel import Session, col, func, select
+
+from relay.campaigns.models import CampaignSend, Follower, SendStatus
+from relay.models import Message, MessageStatus
+
+
+def campaign_report(session: Session, campaign_id: int) -> dict[str, Any]:
+    by_status = dict(
+        session.exec(
+            select(CampaignSend.status, func.count())
+            .where(CampaignSend.campaign_id == campaign_id)
+            .group_by(col(CampaignSend.status))
+        ).all()
+    )
+    count = {status.value: int(by_status.get(status, 0)) for status in SendStatus}
+    skipped_for = session.exec(
+        select(CampaignSend.skipped_for_campaign_id, func.count())
+        .where(
+            CampaignSend.campaign_id == campaign_id,
+            CampaignSend.status == SendStatus.SKIPPED_7_DAYS,
+        )
+        .group_by(col(CampaignSend.skipped_for_campaign_id))
+        .order_by(col(CampaignSend.skipped_for_campaign_id))
+    ).all()
+    delivered = session.exec(
+        select(func.count())
+        .select_from(CampaignSend)
+        .join(Message, col(Message.id) == col(CampaignSend.message_id))
+        .where(CampaignSend.campaign_id == campaign_id, Message.status == MessageStatus.DELIVERED)
+    ).one()
+    unsubscribed_here = session.exec(
+        select(func.count()).where(Follower.unsubscribed_campaign_id == campaign_id)
+    ).one()
+    return {
+        "planned": sum(count.values()),
+        "sent": count["sent"] + count["bounced"],
+        "delivered": int(delivered),
+        "bounced": count["bounced"],
+        "skipped_7_days": count["skipped_7_days"],
+        "skipped_for": {str(other): int(n) for other, n in skipped_for if other is not None},
+        "unsubscribed": count["unsubscribed"],
+        "unsubscribed_here": int(unsubscribed_here),
+        "opted_out": count["opted_out"],
+        "withdrawn": count["withdrawn"],
+        "pending": count["planned"],
+    }
+
+
+def describe_report(report: dict[str, Any]) -> str:
+    """One line for the terminal."""
+    skipped = report["skipped_7_days"]
+    if report["skipped_for"]:
+        skipped_text = ", ".join(f"{n} for campaign {c}" for c, n in report["skipped_for"].items())
+        skipped = f"{skipped} ({skipped_text})"
+    return (
+        f"planned {report['planned']}, sent {report['sent']} (delivered {report['delivered']},"
+        f" bounced {report['bounced']}), skipped by the 7-day rule {skipped}, unsubscribed"
+        f" {report['unsubscribed']} (+{report['unsubscribed_here']} through this campaign),"
+        f" opted out {report['opted_out']}, withdrawn {report['withdrawn']},"
+        f" pending {report['pending']}"
+    )

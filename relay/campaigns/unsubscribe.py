@@ -1,0 +1,173 @@
+"""One-click unsubscribe (RFC 8058) for campaign messages.
+
+Every campaign message names ``<base>/unsubscribe/<token>`` in its
+``List-Unsubscribe`` header and its footer; the token is the send's, random and
+unguessable, so it says which follower and which campaign without saying who
+the follower is.
+
+- ``POST`` (what a mail client's unsubscribe button sends, with the body
+  ``List-Unsubscribe=One-Click``, and what the page's button sends):
+  unsubscribes the follower from the brand, at once, with no further question
+  or login; answers 200 with a short page.  Repeating it changes nothing.
+- ``GET`` (a person following the footer link): a page with a button that
+  POSTs.  A GET never unsubscribes by itself: mail scanners and link
+  previewers fetch links nobody clicked.
+
+An unknown token is 404; the endpoint never says whose a token is.  It is a
+threading WSGI server of its own (``campaigns.unsubscribe.listen``, loopback by
+default, behind the marketplace's HTTPS front end), so a request never touches
+the event loop that serves SMTP.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qs
+
+from sqlmodel import Session, select
+
+from relay import metrics
+from relay.campaigns.models import Brand, CampaignSend, Follower
+from relay.db import Database, StorageUnavailable
+from relay.httpserver import StartResponse, WsgiServer
+from relay.logs import event
+from relay.models import utcnow
+
+log = logging.getLogger("relay.campaigns")
+
+PREFIX = "/unsubscribe/"
+MAX_BODY = 4096
+
+
+def unsubscribe(session: Session, token: str, *, now: datetime | None = None) -> str | None:
+    """Unsubscribe the follower the token names; returns the brand's name, or
+    None for an unknown token."""
+    send = session.exec(select(CampaignSend).where(CampaignSend.token == token)).first()
+    if send is None:
+        return None
+    follower = session.get(Follower, send.follower_id)
+    assert follower is not None
+    brand = session.get(Brand, follower.brand_id)
+    assert brand is not None
+    if follower.unsubscribed_at is None:
+        follower.unsubscribed_at = now or utcnow()
+        follower.unsubscribed_campaign_id = send.campaign_id
+        session.add(follower)
+    return brand.name
+
+
+def brand_of(session: Session, token: str) -> str | None:
+    row = session.exec(
+        select(Brand.name)
+        .join(Follower, Follower.brand_id == Brand.id)  # type: ignore[arg-type]
+        .join(CampaignSend, CampaignSend.follower_id == Follower.id)  # type: ignore[arg-type]
+        .where(CampaignSend.token == token)
+    ).first()
+    return row
+
+
+class UnsubscribeEndpoint:
+    def __init__(self, db: Database, host: str, port: int) -> None:
+        self.db = db
+        self.server = WsgiServer(host, port, self._app, name="relay-unsubscribe")
+
+    @property
+    def base_url(self) -> str:
+        host, port = self.server.host, self.server.port
+        return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+
+    def start(self) -> None:
+        self.server.start()
+        log.info("unsubscribe links answered on %s%s...", self.base_url, PREFIX)
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def _app(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        method = environ.get("REQUEST_METHOD", "GET")
+        token = path[len(PREFIX) :] if path.startswith(PREFIX) else ""
+        if not token or "/" in token or len(token) > 100:
+            return _page(start_response, "404 Not Found", "Not found", "There is nothing here.")
+        try:
+            if method == "POST":
+                _read_body(environ)  # RFC 8058's "List-Unsubscribe=One-Click", or the form
+                brand = self.db.write(unsubscribe, token)
+                if brand is None:
+                    return _unknown(start_response)
+                how = "one_click" if _is_one_click(environ) else "page"
+                metrics.CAMPAIGN_UNSUBSCRIBES.labels(how).inc()
+                event(log, "campaign unsubscribe", event="unsubscribe", method=how)
+                return _page(
+                    start_response,
+                    "200 OK",
+                    "Unsubscribed",
+                    f"You will receive no more campaign emails from {html.escape(brand)}.",
+                )
+            if method in ("GET", "HEAD"):
+                brand = self.db.call(brand_of, token)
+                if brand is None:
+                    return _unknown(start_response)
+                return _page(
+                    start_response,
+                    "200 OK",
+                    "Unsubscribe",
+                    f"Stop receiving campaign emails from {html.escape(brand)}?"
+                    f'<form method="post" action="{html.escape(path)}">'
+                    '<input type="hidden" name="List-Unsubscribe" value="One-Click">'
+                    '<button type="submit">Unsubscribe</button></form>',
+                )
+        except StorageUnavailable as exc:
+            log.warning("unsubscribe: database unavailable: %s", exc)
+            return _page(
+                start_response, "503 Service Unavailable", "Try again", "Please try again later."
+            )
+        start_response("405 Method Not Allowed", [("Allow", "GET, POST")])
+        return [b""]
+
+
+def _read_body(environ: dict[str, Any]) -> bytes:
+    try:
+        length = min(int(environ.get("CONTENT_LENGTH") or 0), MAX_BODY)
+    except ValueError:
+        length = 0
+    body: bytes = environ["wsgi.input"].read(length) if length > 0 else b""
+    environ["relay.body"] = body
+    return body
+
+
+def _is_one_click(environ: dict[str, Any]) -> bool:
+    """For the metric only: a mail client's one-click POST (RFC 8058 §3.2) or our
+    page's button, which sends the same field plus the browser's ``Referer``."""
+    fields = parse_qs(environ.get("relay.body", b"").decode("latin-1"))
+    return fields.get("List-Unsubscribe") == ["One-Click"] and not environ.get("HTTP_REFERER")
+
+
+def _unknown(start_response: StartResponse) -> list[bytes]:
+    return _page(
+        start_response,
+        "404 Not Found",
+        "Unknown link",
+        "This unsubscribe link is not known. If you copied it, check that it is complete.",
+    )
+
+
+def _page(start_response: StartResponse, status: str, title: str, body: str) -> list[bytes]:
+    page = (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title></head><body><h1>{html.escape(title)}</h1>"
+        f"<p>{body}</p></body></html>\n"
+    ).encode()
+    start_response(
+        status,
+        [
+            ("Content-Type", "text/html; charset=utf-8"),
+            ("Content-Length", str(len(page))),
+            ("Cache-Control", "no-store"),
+        ],
+    )
+    return [page]
