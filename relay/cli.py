@@ -1014,3 +1014,7 @@ def tls_selfsigned(ctx: Context, hostname: str | None, days: int, force: bool) -
             " to offer STARTTLS",
             err=True,
         )
+
+
+# The brand-campaign commands register themselves on ``main``.
+from relay import cli_campaigns  # noqa: E402, F401
