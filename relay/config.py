@@ -315,22 +315,25 @@ class FiltersConfig(_Strict):
     timeout: PositiveSeconds = 10
 
 
+def _listen_address(value: object) -> object:
+    """``host:port``, checked; a bare port number means 127.0.0.1."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = f"127.0.0.1:{value}"
+    if value is not None:
+        parse_listen(str(value))
+    return value
+
+
+ListenAddress = Annotated[str | None, BeforeValidator(_listen_address)]
+
+
 class MetricsConfig(_Strict):
     """The HTTP endpoint for Prometheus (/metrics) and health checks (/healthz)."""
 
-    listen: str | None = None
+    listen: ListenAddress = None
     """``host:port`` (``[::1]:9125`` for IPv6), or a bare port on 127.0.0.1; off when
     unset.  Anyone who can reach it sees the relay's traffic figures: keep it on
     loopback or a private network."""
-
-    @field_validator("listen", mode="before")
-    @classmethod
-    def _listen(cls, value: object) -> object:
-        if isinstance(value, int) and not isinstance(value, bool):
-            value = f"127.0.0.1:{value}"
-        if value is not None:
-            parse_listen(str(value))
-        return value
 
     @property
     def address(self) -> tuple[str, int] | None:
@@ -364,21 +367,12 @@ class LoggingConfig(_Strict):
 class UnsubscribeConfig(_Strict):
     """The one-click unsubscribe endpoint of campaign messages (RFC 8058)."""
 
-    listen: str | None = "127.0.0.1:8025"
+    listen: ListenAddress = "127.0.0.1:8025"
     """``host:port`` the relay serves ``/unsubscribe/...`` on; loopback by default,
     behind the marketplace's HTTPS front end.  ``null``: not served here."""
     url: str | None = None
     """The public base URL of the links in the messages (``https://...``); the
     default is ``http://`` plus ``listen``, for trying it out."""
-
-    @field_validator("listen", mode="before")
-    @classmethod
-    def _listen(cls, value: object) -> object:
-        if isinstance(value, int) and not isinstance(value, bool):
-            value = f"127.0.0.1:{value}"
-        if value is not None:
-            parse_listen(str(value))
-        return value
 
     @field_validator("url")
     @classmethod

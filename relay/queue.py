@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import update
+from sqlalchemy import ColumnElement, update
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, func, or_, select
+from sqlmodel.sql.expression import SelectOfScalar
 
 from relay.archive import Archive
 from relay.campaigns import ledger
@@ -104,26 +106,48 @@ def claim(
         or_(col(Delivery.claimed_until).is_(None), col(Delivery.claimed_until) < now),
     )
     due = select(Delivery.id).where(*claimable).order_by(col(Delivery.next_attempt_at))
+    ids = lease_rows(session, Delivery, due.limit(limit), claimable, worker=worker, until=until)
+    return _claimed(session, ids, domain) if ids else []
+
+
+class Leasable(Protocol):
+    """A table whose rows are claimed with a lease (deliveries, campaign sends)."""
+
+    id: int | None
+    claimed_by: str | None
+    claimed_until: datetime | None
+
+
+def lease_rows(
+    session: Session,
+    model: type[Leasable],
+    due: SelectOfScalar[Any],
+    claimable: Sequence[ColumnElement[bool]],
+    *,
+    worker: str,
+    until: datetime,
+) -> list[int]:
+    """Lease the rows ``due`` selects (ids) that are still ``claimable`` to
+    ``worker`` until ``until``; returns the ids leased (see ``claim``)."""
     ids: list[int] = []
+    key = col(model.id)
     if session.get_bind().dialect.name == "postgresql":
-        locked = session.exec(due.limit(limit).with_for_update(skip_locked=True)).all()
+        locked = session.exec(due.with_for_update(skip_locked=True, of=model)).all()
         ids = [i for i in locked if i is not None]
         if ids:
             session.execute(
-                update(Delivery)
-                .where(col(Delivery.id).in_(ids))
-                .values(claimed_by=worker, claimed_until=until)
+                update(model).where(key.in_(ids)).values(claimed_by=worker, claimed_until=until)
             )
-    else:
-        for delivery_id in session.exec(due.limit(limit)).all():
-            result: Any = session.execute(
-                update(Delivery)
-                .where(col(Delivery.id) == delivery_id, *claimable)
-                .values(claimed_by=worker, claimed_until=until)
-            )
-            if result.rowcount == 1 and delivery_id is not None:
-                ids.append(delivery_id)
-    return _claimed(session, ids, domain) if ids else []
+        return ids
+    for row_id in session.exec(due).all():
+        result: Any = session.execute(
+            update(model)
+            .where(key == row_id, *claimable)
+            .values(claimed_by=worker, claimed_until=until)
+        )
+        if result.rowcount == 1 and row_id is not None:
+            ids.append(row_id)
+    return ids
 
 
 def _claimed(session: Session, ids: list[int], domain: str) -> list[Claimed]:

@@ -41,7 +41,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import update
 from sqlmodel import Session, col, or_, select
 
 from relay import metrics, queue
@@ -214,30 +213,7 @@ def claim(
         .order_by(col(CampaignSend.due_at), col(CampaignSend.id))
         .limit(limit)
     )
-    ids: list[int] = []
-    if session.get_bind().dialect.name == "postgresql":
-        ids = [
-            i
-            for i in session.exec(
-                candidates.with_for_update(skip_locked=True, of=CampaignSend)
-            ).all()
-            if i
-        ]
-        if ids:
-            session.execute(
-                update(CampaignSend)
-                .where(col(CampaignSend.id).in_(ids))
-                .values(claimed_by=worker, claimed_until=until)
-            )
-    else:
-        for send_id in session.exec(candidates).all():
-            result: Any = session.execute(
-                update(CampaignSend)
-                .where(col(CampaignSend.id) == send_id, *claimable)
-                .values(claimed_by=worker, claimed_until=until)
-            )
-            if result.rowcount == 1 and send_id is not None:
-                ids.append(send_id)
+    ids = queue.lease_rows(session, CampaignSend, candidates, claimable, worker=worker, until=until)
     settled: Counter[str] = Counter()
     suspended: list[int] = []
     if not ids:
