@@ -295,6 +295,8 @@ def record_delivered(session: Session, delivery_id: int, worker: str, reply: str
         msg.status = MessageStatus.DELIVERED
         msg.updated_at = utcnow()
         session.add(msg)
+        if msg.direction is Direction.CAMPAIGN:
+            ledger.mark_delivered(session, d.message_id)
 
 
 def backoff(retry: RetryConfig, attempts: int) -> float:

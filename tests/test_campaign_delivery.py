@@ -36,7 +36,7 @@ from hypothesis import strategies as st
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
-from relay import addresses, clock, store
+from relay import addresses, clock, retention, store
 from relay.app import Relay
 from relay.campaigns import catalog, lifecycle, rules
 from relay.campaigns.dispatch import PassReport
@@ -66,6 +66,10 @@ HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 SETTLE = 0.8
 """Seconds to wait, after the expected messages arrived, for any that should not."""
+
+
+HANDED_OVER = (SendStatus.SENT, SendStatus.DELIVERED)
+"""A send queued for delivery: ``delivered`` once the sink has taken it."""
 
 
 @pytest.fixture
@@ -296,7 +300,7 @@ async def test_one_campaign_spreads_over_its_five_day_window(relay: Relay, sink:
         send = by_buyer[world.buyers[address]]
         assert as_utc(send.due_at) == slot[address]
         assert window.start <= as_utc(send.due_at) < window.end
-        assert send.status is SendStatus.SENT
+        assert send.status in HANDED_OVER
 
     received = await settled(sink, len(emails))
     assert by_recipient(received) == {e: Counter({campaign: 1}) for e in emails}
@@ -429,7 +433,7 @@ async def test_two_relays_sending_overlapping_campaigns_send_each_customer_one(
         messages, deliveries = relay.db.call(queued_rows)
         assert len(messages) == len(customers)
         assert sorted(deliveries) == sorted(m for m in messages if m is not None)
-        sent = [s for c in (first, second) for s in sends(relay, c) if s.status is SendStatus.SENT]
+        sent = [s for c in (first, second) for s in sends(relay, c) if s.status in HANDED_OVER]
         assert len(sent) == len(customers)
         assert len({s.message_id for s in sent}) == len(sent)
         assert len({s.buyer_id for s in sent}) == len(customers)
@@ -490,9 +494,10 @@ async def test_promotion_cancelled_while_sending_suspends_and_withdraws_the_rest
     assert result.suspended == [campaign]
     assert result.outcomes.get(SendStatus.SENT.value, 0) == 0
     assert status(relay, campaign) is CampaignStatus.SUSPENDED
-    assert Counter(s.status for s in sends(relay, campaign)) == {
-        SendStatus.SENT: 4,
-        SendStatus.WITHDRAWN: len(customers) - 4,
+    handed_over = Counter(s.status in HANDED_OVER for s in sends(relay, campaign))
+    assert handed_over == {True: 4, False: len(customers) - 4}
+    assert {s.status for s in sends(relay, campaign) if s.status not in HANDED_OVER} == {
+        SendStatus.WITHDRAWN
     }
 
     later = await drive(relay, sink, times(slots[4] + HOUR, start + 6 * DAY, 12 * HOUR))
@@ -727,6 +732,33 @@ async def test_a_refused_campaign_message_counts_as_bounced_without_a_notice(
     assert list(notices) == []
     (bounced,) = [s for s in sends(relay, campaign) if s.status is SendStatus.BOUNCED]
     assert bounced.buyer_id == world.buyers[refused]
+
+
+async def test_the_report_outlives_the_archive_retention(relay: Relay, sink: Sink) -> None:
+    """Purging old campaign messages (``archive.retention_days``) keeps the send
+    records and the report as they were; the records just lose their message."""
+    customers = [f"kept{i}@buyers.example" for i in range(3)]
+    world = add_brand(relay, "Hue Silk", customers)
+    d = first_day()
+    campaign = approved_campaign(relay, world, d)
+    start = rules.day_start(d)
+    assert relay.dispatcher is not None
+    for now in (start, start + 5 * DAY):
+        await relay.dispatcher.pass_once(now)
+
+    async def delivered() -> bool:
+        return bool(report(relay, campaign)["delivered"] == 3)
+
+    await wait_until_async(delivered)
+    before = report(relay, campaign)
+
+    purged = await asyncio.to_thread(
+        retention.purge, relay.db, relay.archive, 30, now=clock.now() + 40 * DAY
+    )
+    assert purged.messages == 3
+    assert report(relay, campaign) == before
+    assert [s.message_id for s in sends(relay, campaign)] == [None] * 3
+    assert {s.status for s in sends(relay, campaign)} == {SendStatus.DELIVERED}
 
 
 # --- a campaign the rules accept must not stop the others ---------------------

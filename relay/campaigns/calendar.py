@@ -51,7 +51,7 @@ COUNTING = (
     CampaignStatus.COMPLETED,
 )
 STARTED = (CampaignStatus.SENDING, CampaignStatus.COMPLETED)
-REACHED = (SendStatus.PLANNED, SendStatus.SENT, SendStatus.BOUNCED)
+REACHED = (SendStatus.PLANNED, SendStatus.SENT, SendStatus.DELIVERED, SendStatus.BOUNCED)
 MAX_DAYS = 366
 
 

@@ -79,8 +79,21 @@ def held_by(session: Session, *, brand_id: int, buyer_id: int, at: datetime) -> 
     return row.campaign_id
 
 
+def mark_delivered(session: Session, message_id: int) -> None:
+    """The recipient's server took a campaign message."""
+    session.execute(
+        update(CampaignSend)
+        .where(
+            col(CampaignSend.message_id) == message_id,
+            col(CampaignSend.status) == SendStatus.SENT,
+        )
+        .values(status=SendStatus.DELIVERED)
+    )
+
+
 def mark_bounced(session: Session, message_id: int) -> None:
-    """A campaign message failed for good (refused, given up, or a DSN came back)."""
+    """A campaign message failed for good: refused, given up, or a DSN came back
+    (after it was delivered, too: the recipient's server accepted it, then not)."""
     session.execute(
         update(CampaignSend)
         .where(col(CampaignSend.message_id) == message_id)

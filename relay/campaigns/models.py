@@ -76,6 +76,9 @@ class SendStatus(enum.StrEnum):
     PLANNED = "planned"
     SENT = "sent"
     """Handed to the outbound queue."""
+    DELIVERED = "delivered"
+    """Sent, and accepted by the recipient's server (kept here, not read off the
+    message, so the report outlives the archive's retention)."""
     BOUNCED = "bounced"
     """Sent, then refused for good by the recipient's server (or given up)."""
     SKIPPED_7_DAYS = "skipped_7_days"
