@@ -146,10 +146,13 @@ class Renderer:
         msg[TRACE_HEADER] = self.config.smtp.hostname
         msg.set_content(self._text.render(values), cte="quoted-printable")
         msg.add_alternative(self._html.render(values), subtype="html", cte="quoted-printable")
-        if leaks(msg.as_bytes(), [recipient.email]):
+        data = msg.as_bytes()
+        if leaks(data, [recipient.email]):
             raise UnsafeMessage("the customer's address would appear in the campaign message")
-        msg["To"] = addresses.format_address(name, recipient.email)
-        return msg.as_bytes(), message_id
+        # To goes on top of what was checked (header order is free): writing the
+        # whole message again would double the cost of rendering.
+        to = policy.header_factory("To", addresses.format_address(name, recipient.email))
+        return to.fold(policy=policy).encode("utf-8" if policy.utf8 else "ascii") + data, message_id
 
     def _product(self, product: Product) -> dict[str, str]:
         market = self.config.marketplace
