@@ -17,6 +17,8 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 from prometheus_client.exposition import ThreadingWSGIServer
 
 StartResponse = Callable[..., Any]
+POLL_INTERVAL = 0.05
+"""Seconds between the serving thread's checks for ``stop``."""
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
@@ -59,8 +61,13 @@ class WsgiServer:
             raise OSError(
                 f"{self.name} cannot listen on {self.host}:{self._port}: {exc.strerror}"
             ) from None
+        server = self._server
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name=self.name, daemon=True
+            # ``shutdown`` waits for the loop to look up: at the default 0.5 s
+            # every relay stop would take half a second.
+            target=lambda: server.serve_forever(poll_interval=POLL_INTERVAL),
+            name=self.name,
+            daemon=True,
         )
         self._thread.start()
 
