@@ -153,19 +153,18 @@ class Relay:
 
     async def _start_campaigns(self, worker: OutboundWorker) -> None:
         """The unsubscribe endpoint, then the campaign dispatcher."""
-        base = None
-        address = self.config.campaigns.unsubscribe.address
+        config = self.config
+        address = config.campaigns.unsubscribe.address
         if self.serve_unsubscribe and address is not None:
             self.unsubscribe = UnsubscribeEndpoint(self.db, *address)
             await asyncio.to_thread(self.unsubscribe.start)
-            if self.config.campaigns.unsubscribe.url is None:
-                base = self.unsubscribe.base_url  # the real port, when asked for port 0
-        if self.config.campaigns.dispatch:
+            config = config.with_unsubscribe_url(self.unsubscribe.base_url)
+        if config.campaigns.dispatch:
             self.dispatcher = Dispatcher(
-                self.config,
+                config,
                 self.db,
                 self.archive,
-                renderer=Renderer(self.config, unsubscribe_base=base),
+                renderer=await asyncio.to_thread(Renderer, config),  # reads the templates
                 on_queued=worker.wake,
             )
             self._dispatch_task = asyncio.create_task(self.dispatcher.run())

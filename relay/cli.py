@@ -354,14 +354,17 @@ def seller_add(ctx: Context, name: str, emails: tuple[str, ...]) -> None:
     )
 
 
-def _on_off(value: str | None) -> bool | None:
+ON_OFF = click.Choice(["on", "off"])
+
+
+def on_off(value: str | None) -> bool | None:
     return None if value is None else value == "on"
 
 
 @seller.command("update")
 @common
 @click.argument("seller_id", type=ID)
-@click.option("--messaging", type=click.Choice(["on", "off"]), help="Accept new buyers or not.")
+@click.option("--messaging", type=ON_OFF, help="Accept new buyers or not.")
 @click.option("--add-email", "add_emails", type=TEXT, multiple=True)
 @click.option("--remove-email", "remove_emails", type=TEXT, multiple=True)
 @pass_ctx
@@ -380,7 +383,7 @@ def seller_update(
         seller = store.update_seller(
             s,
             seller_id,
-            messaging=_on_off(messaging),
+            messaging=on_off(messaging),
             add_emails=add_emails,
             remove_emails=remove_emails,
         )
@@ -833,7 +836,8 @@ if TYPE_CHECKING:
     from datetime import datetime
 
 
-def _since(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:
+def when(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:
+    """A click callback: ``YYYY-MM-DD`` or an ISO datetime, UTC unless it says."""
     from relay.responses import parse_since
 
     if value is None:
@@ -853,7 +857,7 @@ def _since(_ctx: click.Context, _param: click.Parameter, value: str | None) -> d
     "--since",
     type=TEXT,
     metavar="DATE",
-    callback=_since,
+    callback=when,
     help="Only buyer messages sent at or after this date (YYYY-MM-DD or ISO datetime, UTC).",
 )
 @pass_ctx

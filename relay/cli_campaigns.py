@@ -31,7 +31,19 @@ from relay.campaigns.models import (
     PromotionStatus,
     ShoppingEvent,
 )
-from relay.cli import ID, TEXT, Context, common, emit, handled, main, pass_ctx
+from relay.cli import (
+    ID,
+    ON_OFF,
+    TEXT,
+    Context,
+    common,
+    emit,
+    handled,
+    main,
+    on_off,
+    pass_ctx,
+    when,
+)
 from relay.db import Database
 
 P = ParamSpec("P")
@@ -66,24 +78,6 @@ def _date(_ctx: click.Context, _param: click.Parameter, value: str | None) -> da
         return date.fromisoformat(value.strip())
     except ValueError:
         raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from None
-
-
-def _datetime(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        return clock.as_utc(datetime.fromisoformat(value.strip()))
-    except ValueError:
-        raise click.BadParameter(
-            f"{value!r} is not a date (YYYY-MM-DD) or an ISO datetime (UTC unless it says)"
-        ) from None
-
-
-def _on_off(value: str | None) -> bool | None:
-    return None if value is None else value == "on"
-
-
-ON_OFF = click.Choice(["on", "off"])
 
 
 def _brand_json(b: Brand, followers: int) -> dict[str, Any]:
@@ -179,7 +173,7 @@ def brand_update(
 
     def run(s: Session) -> dict[str, Any]:
         b = catalog.update_brand(
-            s, brand_id, registered=_on_off(registered), store_page=_on_off(store_page)
+            s, brand_id, registered=on_off(registered), store_page=on_off(store_page)
         )
         return _brand_json(b, catalog.active_followers(s, brand_id))
 
@@ -225,7 +219,7 @@ def follower() -> None:
 @click.option("--brand", "brand_id", type=ID, required=True)
 @click.option("--email", type=TEXT, required=True)
 @click.option("--name", type=TEXT, default="")
-@click.option("--since", type=TEXT, callback=_datetime, metavar="DATE", help="Followed since.")
+@click.option("--since", type=TEXT, callback=when, metavar="DATE", help="Followed since.")
 @pass_ctx
 @handled
 def follower_add(
@@ -358,8 +352,8 @@ def promotion() -> None:
 @click.option("--product", "product_id", type=ID, required=True)
 @click.option("--kind", type=click.Choice([k.value for k in PromotionKind]), required=True)
 @click.option("--discount", type=TEXT, required=True, help="Percent, or amount in the currency.")
-@click.option("--start", "starts_at", type=TEXT, callback=_datetime, required=True)
-@click.option("--end", "ends_at", type=TEXT, callback=_datetime, required=True)
+@click.option("--start", "starts_at", type=TEXT, callback=when, required=True)
+@click.option("--end", "ends_at", type=TEXT, callback=when, required=True)
 @click.option("--approved", is_flag=True, help="Approved at once (else pending).")
 @pass_ctx
 @handled
@@ -403,36 +397,27 @@ def _set_promotion(ctx: Context, promotion_id: int, status: PromotionStatus) -> 
     emit(ctx, data, lines)
 
 
-@promotion.command("approve")
-@common
-@click.argument("promotion_id", type=ID)
-@pass_ctx
-@handled
-def promotion_approve(ctx: Context, promotion_id: int) -> None:
-    """Approve a pending promotion: campaigns may show it."""
-    _set_promotion(ctx, promotion_id, PromotionStatus.APPROVED)
+def _promotion_status_command(name: str, status: PromotionStatus, doc: str) -> None:
+    """``relay promotion approve|reject|cancel ID``: one command per status."""
+
+    @promotion.command(name, help=doc)
+    @common
+    @click.argument("promotion_id", type=ID)
+    @pass_ctx
+    @handled
+    def command(ctx: Context, promotion_id: int) -> None:
+        _set_promotion(ctx, promotion_id, status)
 
 
-@promotion.command("reject")
-@common
-@click.argument("promotion_id", type=ID)
-@pass_ctx
-@handled
-def promotion_reject(ctx: Context, promotion_id: int) -> None:
-    """Reject a promotion: a campaign showing it that has not started is suspended;
-    refused while such a campaign is sending."""
-    _set_promotion(ctx, promotion_id, PromotionStatus.REJECTED)
-
-
-@promotion.command("cancel")
-@common
-@click.argument("promotion_id", type=ID)
-@pass_ctx
-@handled
-def promotion_cancel(ctx: Context, promotion_id: int) -> None:
-    """Cancel a promotion: a campaign showing it that has not started is suspended;
-    refused while such a campaign is sending."""
-    _set_promotion(ctx, promotion_id, PromotionStatus.CANCELLED)
+_ENDS = (
+    "a campaign showing it that has not started is suspended; refused while such a"
+    " campaign is sending."
+)
+_promotion_status_command(
+    "approve", PromotionStatus.APPROVED, "Approve a pending promotion: campaigns may show it."
+)
+_promotion_status_command("reject", PromotionStatus.REJECTED, f"Reject a promotion: {_ENDS}")
+_promotion_status_command("cancel", PromotionStatus.CANCELLED, f"Cancel a promotion: {_ENDS}")
 
 
 @promotion.command("list")
@@ -568,9 +553,12 @@ def _draft(
     )
 
 
-def _show(s: Session, campaign_id: int) -> dict[str, Any]:
+def _show(s: Session, campaign_id: int, *, with_history: bool = True) -> dict[str, Any]:
     c = lifecycle.get_campaign(s, campaign_id)
-    return {**lifecycle.describe(s, c), "report": report.campaign_report(s, campaign_id)}
+    return {
+        **lifecycle.describe(s, c, with_history=with_history),
+        "report": report.campaign_report(s, campaign_id),
+    }
 
 
 def _campaign_lines(d: dict[str, Any]) -> list[str]:
@@ -726,11 +714,9 @@ def campaign_list(ctx: Context, brand_id: int | None, status: str | None) -> Non
         found = lifecycle.list_campaigns(
             s, brand_id=brand_id, status=CampaignStatus(status) if status else None
         )
-        return [_show(s, c.id) for c in found if c.id is not None]
+        return [_show(s, c.id, with_history=False) for c in found if c.id is not None]
 
     data = _read(ctx, run)
-    for d in data:
-        d.pop("history")
     emit(ctx, data, [line for d in data for line in _campaign_lines(d)[:1]] or ["no campaigns"])
 
 
@@ -838,7 +824,7 @@ def _same(a: calendar_mod.Day, b: calendar_mod.Day) -> bool:
 @click.option(
     "--at",
     type=TEXT,
-    callback=_datetime,
+    callback=when,
     metavar="DATETIME",
     help="Run the pass as of this time (to rehearse a schedule on a test set-up).",
 )

@@ -358,6 +358,11 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host or "127.0.0.1", port
 
 
+def http_base(host: str, port: int) -> str:
+    """``http://host:port``, an IPv6 address in brackets."""
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+
+
 class LoggingConfig(_Strict):
     format: Literal["text", "json"] = "text"
     """``json``: one JSON object per line, with the structured fields as keys."""
@@ -394,12 +399,9 @@ class UnsubscribeConfig(_Strict):
     def link(self, token: str) -> str:
         """The unsubscribe URL of one campaign message."""
         if self.url is not None:
-            base = self.url
-        else:
-            assert self.address is not None
-            host, port = self.address
-            base = f"http://{f'[{host}]' if ':' in host else host}:{port}"
-        return f"{base}/unsubscribe/{token}"
+            return f"{self.url}/unsubscribe/{token}"
+        assert self.address is not None
+        return f"{http_base(*self.address)}/unsubscribe/{token}"
 
 
 class CampaignsConfig(_Strict):
@@ -486,6 +488,16 @@ class RelayConfig(_Strict):
     metrics: MetricsConfig = MetricsConfig()
     logging: LoggingConfig = LoggingConfig()
     campaigns: CampaignsConfig = CampaignsConfig()
+
+    def with_unsubscribe_url(self, url: str) -> RelayConfig:
+        """This config with the unsubscribe links leading to ``url`` (where the
+        endpoint really listens: its port, when asked for port 0), unless
+        ``campaigns.unsubscribe.url`` names the public address already."""
+        if self.campaigns.unsubscribe.url is not None:
+            return self
+        unsubscribe = self.campaigns.unsubscribe.model_copy(update={"url": url})
+        campaigns = self.campaigns.model_copy(update={"unsubscribe": unsubscribe})
+        return self.model_copy(update={"campaigns": campaigns})
 
     def resolved(self, base: Path) -> RelayConfig:
         """This config with every relative path made absolute against ``base``."""

@@ -114,16 +114,6 @@ def _reserve_port(config: RelayConfig) -> tuple[RelayConfig, socket.socket]:
     return config.model_copy(update={"smtp": smtp}), sock
 
 
-def _with_link_base(config: RelayConfig, base: str) -> RelayConfig:
-    """The workers' links point at the supervisor's endpoint (its real port,
-    when asked for port 0), unless ``unsubscribe.url`` says otherwise."""
-    if config.campaigns.unsubscribe.url is not None:
-        return config
-    unsubscribe = config.campaigns.unsubscribe.model_copy(update={"url": base})
-    campaigns = config.campaigns.model_copy(update={"unsubscribe": unsubscribe})
-    return config.model_copy(update={"campaigns": campaigns})
-
-
 class Supervisor:
     def __init__(self, config: RelayConfig, workers: int) -> None:
         self.config = config
@@ -170,7 +160,8 @@ class Supervisor:
             if address is not None:
                 unsubscribe = UnsubscribeEndpoint(Database(self.config.database), *address)
                 unsubscribe.start()
-                self.config = _with_link_base(self.config, unsubscribe.base_url)
+                # The workers' links lead to the supervisor's endpoint.
+                self.config = self.config.with_unsubscribe_url(unsubscribe.base_url)
             if self.config.metrics.address is not None:
                 self.metrics_dir = Path(tempfile.mkdtemp(prefix="relay-metrics-"))
                 registry = CollectorRegistry()

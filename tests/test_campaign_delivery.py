@@ -697,6 +697,18 @@ async def test_one_click_unsubscribe_and_opt_out_stop_campaign_mail(
 # --- 7. a bounce is counted, and nobody is told -------------------------------
 
 
+async def send_whole_campaign(relay: Relay, world: World) -> int:
+    """An approved campaign of ``world``, started and every message queued (a
+    pass at its start, one at its end); its id."""
+    d = first_day()
+    campaign = approved_campaign(relay, world, d)
+    start = rules.day_start(d)
+    assert relay.dispatcher is not None
+    for now in (start, start + 5 * DAY):
+        await relay.dispatcher.pass_once(now)
+    return campaign
+
+
 async def test_a_refused_campaign_message_counts_as_bounced_without_a_notice(
     relay: Relay, sink: Sink
 ) -> None:
@@ -704,12 +716,7 @@ async def test_a_refused_campaign_message_counts_as_bounced_without_a_notice(
     refused = customers[1]
     sink.handler.refuse[refused] = "550 5.1.1 No such user here"
     world = add_brand(relay, "Can Tho Rice", customers)
-    d = first_day()
-    campaign = approved_campaign(relay, world, d)
-    start = rules.day_start(d)
-    assert relay.dispatcher is not None
-    for now in (start, start + 5 * DAY):
-        await relay.dispatcher.pass_once(now)
+    campaign = await send_whole_campaign(relay, world)
 
     async def outcome_known() -> bool:
         summary = report(relay, campaign)
@@ -739,12 +746,7 @@ async def test_the_report_outlives_the_archive_retention(relay: Relay, sink: Sin
     records and the report as they were; the records just lose their message."""
     customers = [f"kept{i}@buyers.example" for i in range(3)]
     world = add_brand(relay, "Hue Silk", customers)
-    d = first_day()
-    campaign = approved_campaign(relay, world, d)
-    start = rules.day_start(d)
-    assert relay.dispatcher is not None
-    for now in (start, start + 5 * DAY):
-        await relay.dispatcher.pass_once(now)
+    campaign = await send_whole_campaign(relay, world)
 
     async def delivered() -> bool:
         return bool(report(relay, campaign)["delivered"] == 3)
@@ -790,7 +792,7 @@ async def test_a_subject_the_rules_accept_does_not_stall_other_campaigns(
 @pytest.fixture(scope="module")
 def renderer(tmp_path_factory: pytest.TempPathFactory) -> Renderer:
     config = make_config(tmp_path_factory.mktemp("render"), sink_port=25)
-    return Renderer(config, unsubscribe_base="https://marketplace.example.com/mail")
+    return Renderer(config.with_unsubscribe_url("https://marketplace.example.com/mail"))
 
 
 def content_of(brand_name: str, subject: str, text: str, titles: list[str]) -> Content:

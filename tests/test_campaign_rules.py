@@ -39,6 +39,7 @@ from relay.campaigns.catalog import CampaignError
 from relay.campaigns.dispatch import Dispatcher
 from relay.campaigns.lifecycle import Draft
 from relay.campaigns.models import (
+    BrandContact,
     CampaignKind,
     CampaignSend,
     CampaignStatus,
@@ -904,7 +905,8 @@ def test_seven_day_ledger_first_contact_and_frequency(db: Database) -> None:
     sent_at = at(2026, 12, 10, 9)
     assert reserve(first, sent_at) is None
     assert reserve(second, sent_at + timedelta(days=7) - timedelta(seconds=1)) == first
-    held = db.call(ledger.held_by, brand_id=shop.brand_id, buyer_id=buyer, at=sent_at)
+    contact = db.call(lambda s: s.get(BrandContact, (shop.brand_id, buyer)))
+    held = ledger.held_by(contact, sent_at)
     assert held == first
     assert reserve(second, sent_at + timedelta(days=7)) is None
     assert reserve(first, sent_at + timedelta(days=8)) == second

@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import and_, insert
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, or_, select
 
 from relay import metrics, queue
@@ -48,6 +50,7 @@ from relay.archive import Archive
 from relay.campaigns import ledger, lifecycle, rules
 from relay.campaigns.models import (
     Brand,
+    BrandContact,
     Campaign,
     CampaignSend,
     CampaignStatus,
@@ -95,22 +98,21 @@ class PassReport:
 
 @dataclass(frozen=True, slots=True)
 class Due:
+    """A claimed send, with what rendering its message needs."""
+
     send_id: int
     campaign_id: int
-    brand_id: int
-    buyer_id: int
     email: str
     name: str
     token: str
-    due_at: datetime
 
 
 @dataclass(slots=True)
 class Rendered:
     due: Due
     path: str | None
+    """The archived copy; None when the message could not be rendered."""
     message_id: str = ""
-    subject: str = ""
 
 
 # --- the steps, each one database transaction -------------------------------
@@ -173,18 +175,19 @@ def start(session: Session, campaign_id: int, now: datetime) -> tuple[str, int]:
         .where(Follower.brand_id == campaign.brand_id, col(Follower.unsubscribed_at).is_(None))
         .order_by(col(Follower.id))
     ).all()
-    for follower_id, buyer_id in followers:
-        assert follower_id is not None
-        insert_row(
-            session,
-            CampaignSend(
-                campaign_id=campaign_id,
-                follower_id=follower_id,
-                buyer_id=buyer_id,
-                due_at=rules.slot(campaign.brand_id, buyer_id, window),
-                token=new_token() + new_token(),
-            ),
-        )
+    plan = [
+        CampaignSend(
+            campaign_id=campaign_id,
+            follower_id=follower_id,
+            buyer_id=buyer_id,
+            due_at=rules.slot(campaign.brand_id, buyer_id, window),
+            token=new_token() + new_token(),
+        ).model_dump(exclude={"id"})
+        for follower_id, buyer_id in followers
+        if follower_id is not None
+    ]
+    if plan:  # one multi-row INSERT: a big audience must not hold the write lock long
+        session.execute(insert(CampaignSend), plan)
     set_status(
         session,
         campaign,
@@ -218,46 +221,26 @@ def claim(
     suspended: list[int] = []
     if not ids:
         return [], settled, suspended
-    rows = session.exec(
-        select(CampaignSend, Campaign, Follower, Buyer)
-        .join(Campaign, col(Campaign.id) == col(CampaignSend.campaign_id))
-        .join(Follower, col(Follower.id) == col(CampaignSend.follower_id))
-        .join(Buyer, col(Buyer.id) == col(CampaignSend.buyer_id))
-        .where(col(CampaignSend.id).in_(ids))
-        .order_by(col(CampaignSend.due_at), col(CampaignSend.id))
-    ).all()
     checked: dict[int, bool] = {}
     due: list[Due] = []
-    for send, campaign, follower, buyer in rows:
+    for send, campaign, follower, buyer, contact in _rows(session, ids):
         assert campaign.id is not None and send.id is not None
         if campaign.id not in checked:
             problem = _promotion_problem(session, campaign, now, started=True)
             checked[campaign.id] = not problem
-            if problem:
-                set_status(
+            if problem:  # withdraws this batch's sends of it too
+                settled[SendStatus.WITHDRAWN.value] += set_status(
                     session, campaign, CampaignStatus.SUSPENDED, problem + ": rest withdrawn"
                 )
                 suspended.append(campaign.id)
         if not checked[campaign.id]:
-            settled[SendStatus.WITHDRAWN.value] += 1
             continue
-        verdict, other = _verdict(session, send, campaign, follower, buyer)
+        verdict, other = _verdict(send, follower, buyer, contact)
         if verdict is not None:
             _settle(session, send, verdict, other)
             settled[verdict.value] += 1
             continue
-        due.append(
-            Due(
-                send.id,
-                campaign.id,
-                campaign.brand_id,
-                buyer.id or 0,
-                buyer.email,
-                buyer.name,
-                send.token,
-                as_utc(send.due_at),
-            )
-        )
+        due.append(Due(send.id, campaign.id, buyer.email, buyer.name, send.token))
     return due, settled, suspended
 
 
@@ -268,17 +251,15 @@ def queue_rendered(
     Returns the outcomes and the stored copies that were not used."""
     outcomes: Counter[str] = Counter()
     unused: list[str] = []
+    rows = {row[0].id: row for row in _rows(session, [r.due.send_id for r in rendered])}
     for item in rendered:
-        send = session.get(CampaignSend, item.due.send_id)
-        if send is None or send.status is not SendStatus.PLANNED or send.claimed_by != worker:
+        row = rows.get(item.due.send_id)
+        if row is None or row[0].status is not SendStatus.PLANNED or row[0].claimed_by != worker:
             if item.path:
                 unused.append(item.path)  # cancelled meanwhile, or our lease ran out
             continue
-        campaign = session.get(Campaign, send.campaign_id)
-        follower = session.get(Follower, send.follower_id)
-        buyer = session.get(Buyer, send.buyer_id)
-        assert campaign is not None and follower is not None and buyer is not None
-        verdict, other = _verdict(session, send, campaign, follower, buyer)
+        send, campaign, follower, buyer, contact = row
+        verdict, other = _verdict(send, follower, buyer, contact)
         if verdict is None and item.path is None:
             verdict = SendStatus.WITHDRAWN  # could not be rendered safely
         if verdict is None:
@@ -304,7 +285,7 @@ def queue_rendered(
                 status=MessageStatus.QUEUED,
                 status_reason=f"campaign {campaign.id}",
                 recipient=buyer.email,
-                subject=item.subject,
+                subject=campaign.subject,
                 relay_message_id=item.message_id,
                 delivered_path=item.path,
                 trace_id=f"campaign-{campaign.id}-{send.id}",
@@ -416,17 +397,42 @@ def _promotion_problem(
     return "; ".join(problems)
 
 
+def _rows(
+    session: Session, ids: list[int]
+) -> list[tuple[CampaignSend, Campaign, Follower, Buyer, BrandContact | None]]:
+    """The sends ``ids`` with their campaign, follower, customer and the brand's
+    ledger row for the customer: one query for a batch, in due order."""
+    if not ids:
+        return []
+    rows = session.execute(  # five entities: more than sqlmodel's select() is typed for
+        sa_select(CampaignSend, Campaign, Follower, Buyer, BrandContact)
+        .join(Campaign, col(Campaign.id) == col(CampaignSend.campaign_id))
+        .join(Follower, col(Follower.id) == col(CampaignSend.follower_id))
+        .join(Buyer, col(Buyer.id) == col(CampaignSend.buyer_id))
+        .join(
+            BrandContact,
+            and_(
+                col(BrandContact.brand_id) == col(Campaign.brand_id),
+                col(BrandContact.buyer_id) == col(CampaignSend.buyer_id),
+            ),
+            isouter=True,
+        )
+        .where(col(CampaignSend.id).in_(ids))
+        .order_by(col(CampaignSend.due_at), col(CampaignSend.id))
+        .execution_options(populate_existing=True)
+    ).all()
+    return [(s, c, f, b, contact) for s, c, f, b, contact in rows]
+
+
 def _verdict(
-    session: Session, send: CampaignSend, campaign: Campaign, follower: Follower, buyer: Buyer
+    send: CampaignSend, follower: Follower, buyer: Buyer, contact: BrandContact | None
 ) -> tuple[SendStatus | None, int | None]:
     """Why this follower gets no message now (None: it may, as far as reads tell)."""
     if follower.unsubscribed_at is not None:
         return SendStatus.UNSUBSCRIBED, None
     if buyer.opted_out:
         return SendStatus.OPTED_OUT, None
-    other = ledger.held_by(
-        session, brand_id=campaign.brand_id, buyer_id=send.buyer_id, at=as_utc(send.due_at)
-    )
+    other = ledger.held_by(contact, as_utc(send.due_at))
     if other is not None:
         return SendStatus.SKIPPED_7_DAYS, other
     return None, None
@@ -498,6 +504,7 @@ class Dispatcher:
                 report.suspended.append(campaign_id)
                 self._log(campaign_id, "suspended")
         batch = self.config.campaigns.batch
+        contents: dict[int, Content] = {}  # each campaign's shared part, read once a pass
         while not self._stopping:
             due, settled, stopped = await self.db.awrite(
                 claim, self.worker, now, limit=batch, lease=self.config.delivery.claim_timeout
@@ -507,7 +514,7 @@ class Dispatcher:
             if not due and not settled:
                 break
             if due:
-                rendered = await asyncio.to_thread(self._render, due)
+                rendered = await asyncio.to_thread(self._render, due, contents)
                 outcomes, unused = await self.db.awrite(
                     queue_rendered, self.worker, rendered, domain=self.config.marketplace.domain
                 )
@@ -523,9 +530,8 @@ class Dispatcher:
             event(log, "campaign pass", event="campaign", **dict(sorted(report.outcomes.items())))
         return report
 
-    def _render(self, due: list[Due]) -> list[Rendered]:
+    def _render(self, due: list[Due], contents: dict[int, Content]) -> list[Rendered]:
         """In a thread: render and archive each message (CPU and disk, no lock held)."""
-        contents: dict[int, Content] = {}
         rendered = []
         for item in due:
             if item.campaign_id not in contents:
@@ -546,7 +552,7 @@ class Dispatcher:
                 rendered.append(Rendered(item, None))
                 continue
             path = self.archive.store(data, "campaign")
-            rendered.append(Rendered(item, path, message_id, content.campaign.subject))
+            rendered.append(Rendered(item, path, message_id))
         return rendered
 
     def _remove(self, paths: list[str]) -> None:

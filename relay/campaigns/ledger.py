@@ -67,16 +67,12 @@ def reserve(
     return int(holder)
 
 
-def held_by(session: Session, *, brand_id: int, buyer_id: int, at: datetime) -> int | None:
-    """The campaign that makes ``reserve`` fail now (a read, for skipping early)."""
-    row = session.exec(
-        select(BrandContact).where(
-            BrandContact.brand_id == brand_id, BrandContact.buyer_id == buyer_id
-        )
-    ).first()
-    if row is None or as_utc(row.last_sent_at) <= as_utc(at) - FREQUENCY:
+def held_by(contact: BrandContact | None, at: datetime) -> int | None:
+    """The campaign that would make ``reserve`` fail at ``at``, going by the
+    brand's ledger row for the customer as last read (for skipping early)."""
+    if contact is None or as_utc(contact.last_sent_at) <= as_utc(at) - FREQUENCY:
         return None
-    return row.campaign_id
+    return contact.campaign_id
 
 
 def mark_delivered(session: Session, message_id: int) -> None:

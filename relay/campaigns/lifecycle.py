@@ -317,12 +317,13 @@ def _set_extra_products(session: Session, campaign: Campaign, extras: list[int])
         )
 
 
-def describe(session: Session, campaign: Campaign) -> dict[str, Any]:
-    """The campaign as ``relay campaign show --json`` prints it (without the report)."""
+def describe(session: Session, campaign: Campaign, *, with_history: bool = True) -> dict[str, Any]:
+    """The campaign as ``relay campaign show --json`` prints it (without the
+    report), with its status changes unless ``with_history`` is false."""
     assert campaign.id is not None
     promotion = _promotion(session, campaign)
     window = rules.delivery_window(campaign.start_on, promotion)
-    return {
+    described: dict[str, Any] = {
         "campaign_id": campaign.id,
         "brand_id": campaign.brand_id,
         "kind": campaign.kind.value,
@@ -336,11 +337,13 @@ def describe(session: Session, campaign: Campaign) -> dict[str, Any]:
         "event_id": campaign.event_id,
         "start_on": campaign.start_on.isoformat(),
         "window": {"start": window.start.isoformat(), "end": window.end.isoformat()},
-        "history": [
+    }
+    if with_history:
+        described["history"] = [
             {"status": h.status.value, "at": _iso(h.at), "reason": h.reason}
             for h in history(session, campaign.id)
-        ],
-    }
+        ]
+    return described
 
 
 def _iso(value: datetime) -> str:

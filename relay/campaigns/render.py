@@ -63,11 +63,8 @@ class Recipient:
 
 
 class Renderer:
-    def __init__(self, config: RelayConfig, *, unsubscribe_base: str | None = None) -> None:
+    def __init__(self, config: RelayConfig) -> None:
         self.config = config
-        self.unsubscribe_base = unsubscribe_base
-        """The links' base URL when the endpoint's real port is known only once it
-        listens (``listen: 127.0.0.1:0``); else ``campaigns.unsubscribe``'s."""
         folder = config.campaigns.templates or BUILTIN
         loader = jinja2.FileSystemLoader(str(folder))
         try:
@@ -88,11 +85,6 @@ class Renderer:
             loader=loader, autoescape=True, undefined=jinja2.StrictUndefined
         ).get_template("campaign.html")
 
-    def unsubscribe_url(self, token: str) -> str:
-        if self.unsubscribe_base is not None:
-            return f"{self.unsubscribe_base}/unsubscribe/{token}"
-        return self.config.campaigns.unsubscribe.link(token)
-
     def render(self, content: Content, recipient: Recipient) -> tuple[bytes, str]:
         """The message's bytes and its Message-ID; raises UnsafeMessage if the
         recipient's address would appear outside ``To``.
@@ -111,7 +103,7 @@ class Renderer:
         market = self.config.marketplace
         cc = self.config.campaigns
         brand, campaign = content.brand, content.campaign
-        url = self.unsubscribe_url(recipient.token)
+        url = cc.unsubscribe.link(recipient.token)
         values: dict[str, Any] = {
             "marketplace": market.name,
             "brand": brand,

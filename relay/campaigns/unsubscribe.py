@@ -28,10 +28,11 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from relay import metrics
 from relay.campaigns.models import Brand, CampaignSend, Follower
+from relay.config import http_base
 from relay.db import Database, StorageUnavailable
 from relay.httpserver import StartResponse, WsgiServer
 from relay.logs import event
@@ -43,16 +44,24 @@ PREFIX = "/unsubscribe/"
 MAX_BODY = 4096
 
 
+def _named(session: Session, token: str) -> tuple[CampaignSend, Follower, Brand] | None:
+    """The send the token names, its follower and the brand (one query)."""
+    row = session.exec(
+        select(CampaignSend, Follower, Brand)
+        .join(Follower, col(Follower.id) == col(CampaignSend.follower_id))
+        .join(Brand, col(Brand.id) == col(Follower.brand_id))
+        .where(CampaignSend.token == token)
+    ).first()
+    return None if row is None else (row[0], row[1], row[2])
+
+
 def unsubscribe(session: Session, token: str, *, now: datetime | None = None) -> str | None:
     """Unsubscribe the follower the token names; returns the brand's name, or
     None for an unknown token."""
-    send = session.exec(select(CampaignSend).where(CampaignSend.token == token)).first()
-    if send is None:
+    named = _named(session, token)
+    if named is None:
         return None
-    follower = session.get(Follower, send.follower_id)
-    assert follower is not None
-    brand = session.get(Brand, follower.brand_id)
-    assert brand is not None
+    send, follower, brand = named
     if follower.unsubscribed_at is None:
         follower.unsubscribed_at = now or utcnow()
         follower.unsubscribed_campaign_id = send.campaign_id
@@ -61,13 +70,9 @@ def unsubscribe(session: Session, token: str, *, now: datetime | None = None) ->
 
 
 def brand_of(session: Session, token: str) -> str | None:
-    row = session.exec(
-        select(Brand.name)
-        .join(Follower, Follower.brand_id == Brand.id)  # type: ignore[arg-type]
-        .join(CampaignSend, CampaignSend.follower_id == Follower.id)  # type: ignore[arg-type]
-        .where(CampaignSend.token == token)
-    ).first()
-    return row
+    """The brand whose follower the token names (for the confirmation page)."""
+    named = _named(session, token)
+    return None if named is None else named[2].name
 
 
 class UnsubscribeEndpoint:
@@ -77,8 +82,8 @@ class UnsubscribeEndpoint:
 
     @property
     def base_url(self) -> str:
-        host, port = self.server.host, self.server.port
-        return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+        """Where it really listens (the port it got, when asked for port 0)."""
+        return http_base(self.server.host, self.server.port)
 
     def start(self) -> None:
         self.server.start()
@@ -95,11 +100,11 @@ class UnsubscribeEndpoint:
             return _page(start_response, "404 Not Found", "Not found", "There is nothing here.")
         try:
             if method == "POST":
-                _read_body(environ)  # RFC 8058's "List-Unsubscribe=One-Click", or the form
+                body = _read_body(environ)  # "List-Unsubscribe=One-Click" (RFC 8058)
                 brand = self.db.write(unsubscribe, token)
                 if brand is None:
                     return _unknown(start_response)
-                how = "one_click" if _is_one_click(environ) else "page"
+                how = "one_click" if _is_one_click(body, environ) else "page"
                 metrics.CAMPAIGN_UNSUBSCRIBES.labels(how).inc()
                 event(log, "campaign unsubscribe", event="unsubscribe", method=how)
                 return _page(
@@ -136,14 +141,13 @@ def _read_body(environ: dict[str, Any]) -> bytes:
     except ValueError:
         length = 0
     body: bytes = environ["wsgi.input"].read(length) if length > 0 else b""
-    environ["relay.body"] = body
     return body
 
 
-def _is_one_click(environ: dict[str, Any]) -> bool:
+def _is_one_click(body: bytes, environ: dict[str, Any]) -> bool:
     """For the metric only: a mail client's one-click POST (RFC 8058 §3.2) or our
     page's button, which sends the same field plus the browser's ``Referer``."""
-    fields = parse_qs(environ.get("relay.body", b"").decode("latin-1"))
+    fields = parse_qs(body.decode("latin-1"))
     return fields.get("List-Unsubscribe") == ["One-Click"] and not environ.get("HTTP_REFERER")
 
 
