@@ -1,5 +1,5 @@
 """The archive: every message as received and as delivered, with its verdicts and
-delivery history (SPEC §1).
+delivery history (README, introduction).
 
 Copies are files under ``archive.path`` written with the write-fsync-rename-fsync
 sequence, *before* the database transaction that refers to them commits.  So a

@@ -1,4 +1,4 @@
-"""The ``relay`` command (SPEC §7).
+"""The ``relay`` command (README, "Command line").
 
 ``-c/--config`` and ``--json`` are accepted before or after the subcommand.
 Errors are one clear line on stderr and a non-zero exit status, never a

@@ -1,4 +1,4 @@
-"""Build the message the recipient sees (SPEC §4).
+"""Build the message the recipient sees (SECURITY.md, "Nothing real leaks").
 
 The top-level header set is an allow-list: what a mail client needs to show and
 thread the message (Subject, Date, MIME structure, a few presentation headers)

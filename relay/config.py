@@ -1,4 +1,4 @@
-"""Typed configuration, validated once at load (SPEC §7).
+"""Typed configuration, validated once at load (README, "Configuration").
 
 Every setting has a default so that a fresh checkout runs with no editing.  Paths
 in the file are relative to the file's own directory; ``load_config`` returns a

@@ -11,7 +11,8 @@ lock, and a write transaction lasts only as long as its INSERTs and UPDATEs:
 parsing, rewriting and archiving happen before it.
 
 SQLite is opened in WAL mode with ``synchronous=FULL``: a commit is on disk when
-it returns, which is what lets us answer 250 (SPEC §6).  The writer's
+it returns, which is what lets us answer 250 (README,
+"What senders are told").  The writer's
 transactions start with ``BEGIN IMMEDIATE``: they take the write lock at once
 (waiting up to ``busy_timeout`` for another process's writer) instead of
 failing later on a stale read snapshot.

@@ -193,7 +193,8 @@ def _has_header(data: bytes, name: bytes) -> bool:
 
 
 def ensure_key(path: Path, selector: str, domain: str) -> None:
-    """Create the RSA key on first start (SPEC §7) and log the record to publish."""
+    """Create the RSA key on first start and log the record to publish (README, "The two
+    commands")."""
     if path.exists():
         return
     record = generate_rsa_key(path)

@@ -178,7 +178,7 @@ class MessageIdMap(SQLModel, table=True):
     """Threading: which relay Message-ID stands for which sender Message-ID.
 
     Scoped to a conversation so that references can never be mapped across
-    conversations (SPEC §3 "Threading").
+    conversations.
     """
 
     __tablename__ = "message_id_map"

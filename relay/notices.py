@@ -1,4 +1,4 @@
-"""Bounce-back notices to the original sender (SPEC §3 "Notices").
+"""Bounce-back notices to the original sender (README, "What senders are told").
 
 A notice says what happened and why, names the conversation by the token the
 sender wrote to, and never reveals the other party's real address.  It is sent

@@ -1,8 +1,10 @@
-"""One inbound message, from bytes to committed rows (STYLE §1).
+"""One inbound message, from bytes to committed rows.
 
 parse → resolve each recipient token → filters → opt-out → rewrite → archive →
-enqueue, all inside one database transaction that commits before the SMTP
-server answers 250.  Everything here is synchronous and runs in a worker thread
+enqueue.  Reads and CPU work come first, in short read transactions; then the
+archive files are written and fsynced, and last one write transaction inserts
+the message, its hits and its deliveries and commits before the SMTP server
+answers 250.  Everything here is synchronous and runs in a worker thread
 (``Pipeline.accept`` is called through ``asyncio.to_thread``): parsing, regexes
 and SQL never run on the event loop.
 """
@@ -101,7 +103,7 @@ class Pipeline:
     def check_recipient(
         self, session: Session, envelope_from: str, address: str
     ) -> store.Route | None:
-        """Envelope checks for one RCPT TO; raises Rejected (SPEC §6).  Returns the
+        """Envelope checks for one RCPT TO; raises Rejected (README, SMTP replies).  Returns the
         route (None for a bounce address), which ``accept`` may reuse."""
         rcpt = classify_recipient(address, self.config.marketplace.domain)
         if rcpt.kind is LocalKind.FOREIGN:
@@ -327,8 +329,9 @@ class Pipeline:
         return self._rewrite(reads, route, parsed, verdict)
 
     def _blocked_by_optout(self, session: Session, route: store.Route, parsed: ParsedMail) -> bool:
-        """SPEC §3: an opted-out buyer only gets a seller's message if it is marked
-        important, the buyer started the conversation, or an order is exempt."""
+        """The opt-out (README, walk-through step 5): an opted-out buyer only gets a
+        seller's message if it is marked important, the buyer started the
+        conversation, or an order is exempt."""
         if route.direction is not Direction.SELLER_TO_BUYER or not route.buyer_opted_out:
             return False
         if self.config.optout.important_tag in parsed.subject:

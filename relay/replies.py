@@ -1,4 +1,5 @@
-"""Every SMTP reply the relay sends, in one catalogue (SPEC §6).
+"""Every SMTP reply the relay sends, in one catalogue (README, "What senders are
+told").
 
 Code below the SMTP layer raises ``Rejected(reply)``; only ``inbound`` turns
 exceptions into reply strings.  Anything unexpected is answered with a 4xx, never

@@ -28,8 +28,8 @@ start).  So a buyer who writes at 0 h and again at 20 h and gets an answer at
 30 h has waited 30 h twice, not 30 h and 10 h.  Unanswered messages of a
 conversation form one group too, measured against ``now``.
 
-The units are buyer messages (SPEC: "share of buyer messages answered within 24
-hours").  Per seller:
+The units are buyer messages (README, "Response times": "share of buyer messages answered
+within 24 hours").  Per seller:
 
 - ``within_24h``: answered after at most 24 h (exactly 24 h is within);
 - ``late``: answered after more than 24 h;

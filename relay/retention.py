@@ -53,12 +53,12 @@ Batches and concurrency
     counted by the purge whose ``unlink`` removed it.
 
 Performance note: deleting a message makes both databases look for the rows
-that refer to it, and ``message.about_message_id`` (a foreign key to
-``message``) has no index yet: each deleted row then costs a scan of the message
-table, inside the write lock (5 s per batch of 500 on SQLite with 200,000 rows,
-13 ms with the index).  The index belongs in ``relay.models`` and a migration.
-Finding the rows that still share a stored copy scans the table too, but after
-the commit, outside the lock.
+that refer to it, so ``message.about_message_id`` (a foreign key to
+``message``) is indexed (``ix_message_about_message_id``): without the index each
+deleted row costs a scan of the message table inside the write lock (5 s per
+batch of 500 on SQLite with 200,000 rows, against 13 ms with it).  Finding the
+rows that still share a stored copy scans the table too, but after the commit,
+outside the lock.
 """
 
 from __future__ import annotations

@@ -289,7 +289,7 @@ def route(session: Session, token: str, envelope_from: str, *, domain: str) -> R
 
     The envelope sender must be the conversation's buyer when writing to the
     seller token, or an approved address of the conversation's seller when
-    writing to the buyer token (SPEC §6).
+    writing to the buyer token (README, "What senders are told").
     """
     token = token.lower()
     found = session.exec(

@@ -1,4 +1,4 @@
-"""Message-ID mapping between the two sides of a conversation (SPEC §3 "Threading").
+"""Message-ID mapping between the two sides of a conversation (README: both clients thread).
 
 Every delivered message gets a Message-ID of ours.  When one side replies, its
 ``In-Reply-To``/``References`` name either our IDs (for messages it received from

@@ -1,4 +1,4 @@
-"""Real addresses ⇄ token addresses (SPEC §2, §4).
+"""Real addresses ⇄ token addresses (SECURITY.md, "Nothing real leaks").
 
 Tokens are 16 characters of ``[a-z0-9]`` drawn with ``secrets`` (about 82 bits),
 matched case-insensitively.  ``AddressMap`` replaces every spelling of the
@@ -583,5 +583,5 @@ _IP_RE = re.compile(
 
 def carries_infrastructure(name: str, value: str) -> bool:
     """A header that names the sender's infrastructure (an IP address, a known
-    vendor trace header) and so must not reach the other party (SPEC §4)."""
+    vendor trace header) and so must not reach the other party."""
     return _is_dropped_pattern(name) or bool(_IP_RE.search(value))

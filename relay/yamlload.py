@@ -1,5 +1,5 @@
 """YAML loading that keeps line numbers, so that every configuration error can
-name the file, the line and the problem (SPEC §7).
+name the file, the line and the problem (README, "Configuration").
 
 PyYAML's ``safe_load`` forgets where values came from; ``compose`` keeps the node
 tree with its marks.  We compose the document once, check it for what PyYAML lets

@@ -1,4 +1,4 @@
-"""An independent oracle for "no real address reaches the recipient" (SPEC §4, §8).
+"""An independent oracle for "no real address reaches the recipient" (SECURITY.md).
 
 It deliberately shares no code with ``relay.tokenizer``: it looks at what a mail
 client would show of the delivered bytes — the bytes themselves, headers decoded

@@ -1,4 +1,4 @@
-"""Configuration and filter-rule loading (SPEC §7, §5): defaults, path resolution,
+"""Configuration and filter-rule loading (README, docs/filters.md): defaults, path resolution,
 and errors that name the file, the line and the problem, never a traceback."""
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "config" / "relay.yaml"
 RELAY = str(Path(sys.executable).with_name("relay"))
 
-# The example of SPEC §7, verbatim: operators' tooling writes exactly these keys.
-SPEC_EXAMPLE = """\
+# The contract's example, verbatim: operators' tooling writes exactly these keys.
+CONTRACT_EXAMPLE = """\
 marketplace:
   domain: marketplace.example.com
   name: Example Marketplace
@@ -97,7 +97,7 @@ def test_shipped_config_loads_with_paths_next_to_it() -> None:
 
 
 def test_spec_example_loads(tmp_path: Path) -> None:
-    config = load_config(write(tmp_path / "etc" / "relay.yaml", SPEC_EXAMPLE))
+    config = load_config(write(tmp_path / "etc" / "relay.yaml", CONTRACT_EXAMPLE))
     assert config.delivery.retry.give_up_after == 432000
     assert config.optout.exempt_categories == ("handmade", "custom", "alcohol")
     assert config.optout.important_tag == "[Important]"

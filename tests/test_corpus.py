@@ -6,7 +6,7 @@ The seller → buyer run swaps the two parties wherever they are spelled in the 
 (files that hide an address in base64, Q-encoding or a soft line break are sent
 as they are, which then tests the "other party's address" rule instead).
 
-Every file has a defined outcome (SPEC §8 "bad input gets a clear answer"):
+Every file has a defined outcome ("bad input gets a clear answer"):
 delivered with the sender's token in From and no spelling of a real address
 anywhere but the recipient's own To, or refused with a clear SMTP reply.  Never
 a 451 from an internal error, never a traceback in the log.

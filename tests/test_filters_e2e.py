@@ -1,4 +1,4 @@
-"""Filter rules end to end (SPEC §5): real SMTP in, the downstream sink, notices, the archive.
+"""Filter rules end to end (docs/filters.md): real SMTP in, the sink, notices, the archive.
 
 Every test sends mail to a running relay and looks at the three places a rule's decision
 shows: what the recipient got at the sink, what the sender got back as a notice and what

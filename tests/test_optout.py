@@ -1,4 +1,4 @@
-"""Opt-out (SPEC §3): blocked with one notice; each exemption delivers; no notice loops."""
+"""Opt-out: blocked with one notice; each exemption delivers; no notice loops."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SIGHUP reload of the filter rules: a bad file keeps the running rules (SPEC §5)."""
+"""SIGHUP reload of the filter rules: a bad file keeps the running rules (docs/filters.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every SPEC §6 reply, over real SMTP."""
+"""Every reply of the README's "What senders are told", over real SMTP."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Content and attachment filters (SPEC §5).
+"""Content and attachment filters (docs/filters.md).
 
 A filter stage runs between token resolution and archiving.  Rules come from
 ``config/filters.yaml``; each has a matcher (which only *detects*) and an action

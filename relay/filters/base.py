@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 
 class Action(enum.IntEnum):
-    """Ordered by severity, so ``max()`` picks the winner (SPEC §5)."""
+    """Ordered by severity, so ``max()`` picks the winner (docs/filters.md)."""
 
     FLAG = 1
     REDACT = 2
