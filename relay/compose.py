@@ -21,7 +21,7 @@ from email.headerregistry import BaseHeader
 from email.message import EmailMessage, Message
 from email.utils import collapse_rfc2231_value, formatdate
 
-from relay import addresses, mailpolicy
+from relay import addresses, mailpolicy, names
 from relay.parse import TRACE_HEADER
 from relay.tokenizer import (
     AddressMap,
@@ -191,8 +191,11 @@ def _rewrite(
     for name in {n for n, _ in msg.raw_items()}:
         del msg[name]
 
-    msg["From"] = addresses.format_address(sender.display_name, sender.token)
-    msg["To"] = addresses.format_address(recipient.display_name, recipient.real[0])
+    # Display names come from registrations: made safe to write whatever is stored.
+    msg["From"] = addresses.format_address(names.display_name(sender.display_name), sender.token)
+    msg["To"] = addresses.format_address(
+        names.display_name(recipient.display_name), recipient.real[0]
+    )
     for name, value in kept:
         if name.lower() == "date":
             continue

@@ -27,6 +27,7 @@ from pydantic import (
 from sqlalchemy import make_url
 from sqlalchemy.exc import ArgumentError
 
+from relay import names
 from relay.yamlload import ConfigError, describe_validation_error, read_yaml
 
 DEFAULT_CONFIG = Path("config/relay.yaml")
@@ -104,9 +105,22 @@ class MarketplaceConfig(_Strict):
     def _domain(cls, value: str) -> str:
         return _domain_name(value, min_labels=2, example="marketplace.example.com")
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        """The marketplace's name is written into the From of notices and buyers'
+        display names: held to the rules of every name a header shows."""
+        problem = names.problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value.strip()
+
     @field_validator("buyer_display_format")
     @classmethod
     def _format(cls, value: str) -> str:
+        problem = names.problem(value.replace("{name}", "n").replace("{marketplace}", "m"))
+        if problem is not None:
+            raise ValueError(problem)
         allowed = "only {name} and {marketplace} may be used"
         try:
             fields = [

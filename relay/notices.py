@@ -16,7 +16,7 @@ from email.utils import formatdate
 
 from sqlmodel import Session
 
-from relay import addresses, mailpolicy, store
+from relay import addresses, mailpolicy, names, store
 from relay.archive import Archive
 from relay.config import RelayConfig
 from relay.models import Buyer, Conversation, Delivery, Direction, Message, MessageStatus
@@ -75,9 +75,9 @@ def create_notice(
     ]
     msg = EmailMessage()
     sender = f"{config.marketplace.notice_sender}@{domain}"
-    msg["From"] = addresses.format_address(config.marketplace.name, sender)
+    msg["From"] = addresses.format_address(names.display_name(config.marketplace.name), sender)
     msg["To"] = about.envelope_from
-    msg["Subject"] = f"Undelivered message: {subject}"[:900]
+    msg["Subject"] = names.for_header(f"Undelivered message: {subject}", max_length=900)
     msg["Date"] = formatdate(localtime=False)
     relay_id = new_message_id(domain)
     msg["Message-ID"] = relay_id

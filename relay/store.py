@@ -14,7 +14,7 @@ from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from relay import addresses
+from relay import addresses, names
 from relay.models import (
     Buyer,
     Conversation,
@@ -41,10 +41,24 @@ class DirectoryError(Exception):
 # --- sellers ----------------------------------------------------------------
 
 
+def checked_name(field: str, text: str, *, max_length: int = names.MAX_NAME) -> str:
+    """``names.check`` with its refusal as a DirectoryError: a name that would
+    be written into headers is refused where it enters (``relay.names``)."""
+    try:
+        return names.check(field, text, max_length=max_length)
+    except names.NameProblem as exc:
+        raise DirectoryError(str(exc)) from None
+
+
+def optional_name(text: str, field: str = "buyer name") -> str:
+    """A name that may be left out (a buyer's): empty, or ``checked_name``."""
+    return checked_name(field, text) if text.strip() else ""
+
+
 def add_seller(session: Session, *, name: str, emails: Sequence[str]) -> Seller:
-    name = name.strip()
-    if not name:
+    if not name.strip():
         raise DirectoryError("a seller needs a name")
+    name = checked_name("seller name", name)
     if not emails:
         raise DirectoryError("a seller needs at least one approved sender address")
     normalized = [normalize_email(e) for e in emails]
@@ -165,17 +179,18 @@ def add_order(
     order_id = order_id.strip()
     if not order_id:
         raise DirectoryError("an order needs an id")
+    buyer_name = optional_name(buyer_name or "") or None
     get_seller(session, seller_id)
     email = normalize_email(buyer_email)
     if session.exec(select(SellerAddress).where(SellerAddress.email == email)).first():
         raise DirectoryError(f"{email} is a seller address and cannot be a buyer")
     buyer = find_buyer(session, email)
     if buyer is None:
-        buyer = Buyer(email=email, name=(buyer_name or "").strip())
+        buyer = Buyer(email=email, name=buyer_name or "")
         session.add(buyer)
         session.flush()
     elif buyer_name:
-        buyer.name = buyer_name.strip()
+        buyer.name = buyer_name
         session.add(buyer)
     assert buyer.id is not None
     conv = ensure_conversation(session, buyer.id, seller_id)

@@ -1,11 +1,12 @@
 """The promises of SECURITY.md that other test modules do not already cover:
 open-relay tricks with encoded and look-alike domains, header injection through
-the values the relay writes itself, unguessable tokens, and idle sessions.
+an encoded subject, unguessable tokens, and idle sessions.
 
 Elsewhere: test_smtp_replies (open relay, source routes, % hack, quoted local
 parts, sizes), test_authn (SPF/DKIM/DMARC, forged From), test_limits (rates,
 token-guessing throttle, header limits), test_no_leak (no real address leaks),
-test_tls (STARTTLS).
+test_tls (STARTTLS), test_names (registered names in the headers the relay
+writes).
 """
 
 from __future__ import annotations
@@ -44,20 +45,6 @@ async def test_look_alike_and_encoded_domains_are_not_relayed(
         await send(relay, msg, sender=parties.buyer, recipients=[rcpt])
     assert exc.value.recipients[0].code in (550, 553)
     assert sink.messages == []
-
-
-async def test_names_the_relay_writes_cannot_inject_headers(relay: Relay, sink: Sink) -> None:
-    evil = "Shop\r\nBcc: victim@elsewhere.example\r\nX-Injected: yes"
-    parties = register(relay, seller_name=evil, buyer_name="Maria\nBcc: victim@elsewhere.example")
-    reply = build(frm=parties.seller, to=parties.buyer_token)
-    await send(relay, reply, sender=parties.seller, recipients=[parties.buyer_token])
-    msg = build(frm=parties.buyer, to=parties.seller_token)
-    await send(relay, msg, sender=parties.buyer, recipients=[parties.seller_token])
-    for got in await sink.wait_for(2):
-        head = got.data.split(b"\r\n\r\n", 1)[0]
-        assert not re.search(rb"(?im)^(bcc|x-injected):", head), head
-        assert len(re.findall(rb"(?im)^from:", head)) == 1
-        assert got.rcpt_tos in ([parties.seller], [parties.buyer])
 
 
 async def test_an_encoded_line_break_in_a_subject_stays_in_the_subject(

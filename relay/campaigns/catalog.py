@@ -11,15 +11,13 @@ discount that no longer exists.
 
 from __future__ import annotations
 
-import unicodedata
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import TypeVar
 
 from sqlmodel import Session, col, func, select
 
-from relay import store
-from relay.addresses import ANY_ADDRESS
+from relay import names, store
 from relay.campaigns import rules
 from relay.campaigns.models import (
     Brand,
@@ -44,18 +42,21 @@ class CampaignError(DirectoryError):
     """A campaign request that the marketplace's rules refuse, or an unknown id."""
 
 
-def has_address(text: str) -> bool:
-    """Whether ``text`` holds something shaped like an email address, in any of
-    the spellings a reader would take for one (NFKC folds the full-width at sign into ``@``)."""
-    folded = unicodedata.normalize("NFKC", text)
-    return "@" in folded and ANY_ADDRESS.search(folded) is not None
-
-
 def no_address(what: str, text: str) -> None:
     """Brands' texts carry no email address: a campaign must never become a way to
     pass one on (and the only address in a campaign message is its ``To``)."""
-    if has_address(text):
+    if names.has_address(text):
         raise CampaignError(f"the {what} contains an email address, which campaigns may not carry")
+
+
+def checked_name(field: str, text: str) -> str:
+    """A name shown in a header or a heading (``relay.names``), or CampaignError."""
+    try:
+        checked = names.check(field, text, address_ok=True)
+    except names.NameProblem as exc:
+        raise CampaignError(str(exc)) from None
+    no_address(field, checked)
+    return checked
 
 
 def _get(session: Session, model: type[M], key: int, what: str) -> M:
@@ -88,9 +89,7 @@ def add_brand(session: Session, *, name: str, registered: bool, store_page: bool
     name = name.strip()
     if not name:
         raise CampaignError("a brand needs a name")
-    if not name.isprintable():
-        raise CampaignError("a brand name is one line, without control characters")
-    no_address("brand name", name)
+    name = checked_name("brand name", name)
     if session.exec(select(Brand.id).where(Brand.name == name)).first() is not None:
         raise CampaignError(f"a brand named {name!r} exists already")
     brand = Brand(name=name, registered=registered, store_page=store_page)
@@ -145,11 +144,11 @@ def follow(
     get_brand(session, brand_id)
     buyer = store.find_buyer(session, email)
     if buyer is None:
-        buyer = Buyer(email=store.normalize_email(email), name=name.strip())
+        buyer = Buyer(email=store.normalize_email(email), name=store.optional_name(name))
         session.add(buyer)
         session.flush()
     elif name.strip() and not buyer.name:
-        buyer.name = name.strip()
+        buyer.name = store.optional_name(name)
         session.add(buyer)
     assert buyer.id is not None
     follower = session.exec(
@@ -207,13 +206,9 @@ def add_product(
     sku, title = sku.strip(), title.strip()
     if not sku or not title:
         raise CampaignError("a product needs a SKU and a title")
-    for what, text in (
-        ("SKU", sku),
-        ("title", title),
-        ("price", price),
-        ("description", description),
-    ):
+    for what, text in (("SKU", sku), ("price", price), ("description", description)):
         no_address(f"product {what}", text)
+    title = checked_name("product title", title)
     if session.exec(select(Product.id).where(Product.sku == sku)).first() is not None:
         raise CampaignError(f"a product with SKU {sku!r} exists already")
     product = Product(
@@ -366,7 +361,7 @@ def add_event(session: Session, *, name: str, starts_on: date, ends_on: date) ->
     name = name.strip()
     if not name:
         raise CampaignError("a shopping event needs a name")
-    no_address("event name", name)
+    name = checked_name("event name", name)
     if ends_on < starts_on:
         raise CampaignError("a shopping event must end on or after its first day")
     if session.exec(select(ShoppingEvent.id).where(ShoppingEvent.name == name)).first():

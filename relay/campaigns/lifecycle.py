@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlmodel import Session, col, delete, select
 
+from relay import names
 from relay.campaigns import catalog, rules
 from relay.campaigns.catalog import CampaignError
 from relay.campaigns.models import (
@@ -291,15 +292,13 @@ def _check(session: Session, campaign: Campaign, extras: list[int], *, now: date
         problems.append("a campaign needs a subject")
     if not campaign.content:
         problems.append("a campaign needs content")
-    if len(campaign.subject) > MAX_SUBJECT or not campaign.subject.isprintable():
-        problems.append(
-            f"the subject must be one line of at most {MAX_SUBJECT} characters, without"
-            " control characters"
-        )
+    subject_problem = names.problem(campaign.subject, max_length=MAX_SUBJECT, address_ok=True)
+    if campaign.subject and subject_problem is not None:
+        problems.append(f"the subject {subject_problem}")
     if len(campaign.content) > MAX_CONTENT:
         problems.append(f"the content must be at most {MAX_CONTENT} characters")
     for what, text in (("subject", campaign.subject), ("content", campaign.content)):
-        if catalog.has_address(text):
+        if names.has_address(text):
             problems.append(
                 f"the {what} contains an email address: campaigns carry no addresses (customers"
                 " reach the brand through its store page)"

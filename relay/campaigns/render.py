@@ -29,7 +29,7 @@ from typing import Any
 
 import jinja2
 
-from relay import addresses, mailpolicy
+from relay import addresses, mailpolicy, names
 from relay.addresses import ANY_ADDRESS
 from relay.campaigns.models import Brand, Campaign, Product, Promotion, PromotionKind, ShoppingEvent
 from relay.clock import as_utc
@@ -124,9 +124,9 @@ class Renderer:
         msg = EmailMessage(policy=policy)
         domain = market.domain
         msg["From"] = addresses.format_address(
-            f"{brand.name} via {market.name}", f"{cc.sender}@{domain}"
+            names.display_name(f"{brand.name} via {market.name}"), f"{cc.sender}@{domain}"
         )
-        msg["Subject"] = campaign.subject
+        msg["Subject"] = names.for_header(campaign.subject)
         msg["Date"] = formatdate(localtime=False)
         message_id = new_message_id(domain)
         msg["Message-ID"] = message_id
@@ -143,7 +143,9 @@ class Renderer:
             raise UnsafeMessage("the customer's address would appear in the campaign message")
         # To goes on top of what was checked (header order is free): writing the
         # whole message again would double the cost of rendering.
-        to = policy.header_factory("To", addresses.format_address(name, recipient.email))
+        to = policy.header_factory(
+            "To", addresses.format_address(names.display_name(name), recipient.email)
+        )
         return to.fold(policy=policy).encode("utf-8" if policy.utf8 else "ascii") + data, message_id
 
     def _product(self, product: Product) -> dict[str, str]:
