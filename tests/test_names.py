@@ -128,12 +128,31 @@ def test_the_cli_refuses_names_that_would_break_a_header(
         assert cli(config, "archive", "list", "--json")[0] == 0
 
 
-def test_a_campaign_subject_with_a_line_break_is_refused(tmp_path: Path) -> None:
-    from relay.campaigns import lifecycle
+@pytest.mark.parametrize("subject", ["Winter teas\r\nBcc: x", "Winter \u202eteas", "=?utf-8?q?x?="])
+def test_a_campaign_subject_that_would_break_a_header_is_refused(
+    database_url: str, subject: str
+) -> None:
+    from datetime import date
 
-    assert lifecycle.MAX_SUBJECT == names.MAX_NAME
-    problem = names.problem("Winter teas\r\nBcc: x", max_length=lifecycle.MAX_SUBJECT)
-    assert problem is not None and "control characters" in problem
+    from relay.campaigns import lifecycle
+    from relay.config import DatabaseConfig
+    from relay.db import Database
+    from tests.test_campaign_rules import NOW, create, draft, open_shop, refusal
+
+    db = Database(DatabaseConfig(url=database_url))
+    db.migrate()
+    try:
+        shop = db.write(open_shop)
+        start = date(2026, 12, 10)
+        message = refusal(
+            db, lifecycle.create, shop.brand_id, draft(shop, start, subject=subject), now=NOW
+        )
+        assert message.startswith("the subject must "), message
+        campaign_id = create(db, shop, start)
+        edited = lifecycle.Draft(subject=subject)
+        assert refusal(db, lifecycle.edit, campaign_id, edited, now=NOW).startswith("the subject")
+    finally:
+        db.dispose()
 
 
 @pytest.mark.parametrize(
