@@ -1,9 +1,9 @@
 """The operators' HTTP endpoint: ``/metrics`` for Prometheus and ``/healthz``.
 
-Off unless ``metrics.listen`` is set.  It runs in its own threads (a threading
-WSGI server from the standard library serving prometheus-client's WSGI app), so
-a scrape, whose queue gauges and health checks block on the database and the
-smarthost, never touches the event loop that serves SMTP.
+Off unless ``metrics.listen`` is set.  It runs in its own threads
+(``relay.httpserver`` serving prometheus-client's WSGI app), so a scrape, whose
+queue gauges and health checks block on the database and the smarthost, never
+touches the event loop that serves SMTP.
 """
 
 from __future__ import annotations

@@ -13,10 +13,11 @@ the follower is.
   POSTs.  A GET never unsubscribes by itself: mail scanners and link
   previewers fetch links nobody clicked.
 
-An unknown token is 404; the endpoint never says whose a token is.  It is a
-threading WSGI server of its own (``campaigns.unsubscribe.listen``, loopback by
-default, behind the marketplace's HTTPS front end), so a request never touches
-the event loop that serves SMTP.
+An unknown token is 404; the endpoint never says whose a token is.  It has an
+HTTP server of its own (``campaigns.unsubscribe.listen``, loopback by default,
+behind the marketplace's HTTPS front end; ``relay.httpserver``), so a request
+never touches the event loop that serves SMTP, and slow or oversized requests
+are cut off there (SECURITY.md, "The HTTP endpoints").
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from relay import metrics
 from relay.campaigns.models import Brand, CampaignSend, Follower
 from relay.config import http_base
 from relay.db import Database, StorageUnavailable
-from relay.httpserver import StartResponse, WsgiServer
+from relay.httpserver import HttpLimits, StartResponse, WsgiServer
 from relay.logs import event
 from relay.models import utcnow
 
@@ -42,6 +43,8 @@ log = logging.getLogger("relay.campaigns")
 
 PREFIX = "/unsubscribe/"
 MAX_BODY = 4096
+"""A bigger POST body is refused (413) before it is read."""
+LIMITS = HttpLimits(max_body_bytes=MAX_BODY)
 
 
 def _named(session: Session, token: str) -> tuple[CampaignSend, Follower, Brand] | None:
@@ -76,9 +79,9 @@ def brand_of(session: Session, token: str) -> str | None:
 
 
 class UnsubscribeEndpoint:
-    def __init__(self, db: Database, host: str, port: int) -> None:
+    def __init__(self, db: Database, host: str, port: int, *, limits: HttpLimits = LIMITS) -> None:
         self.db = db
-        self.server = WsgiServer(host, port, self._app, name="relay-unsubscribe")
+        self.server = WsgiServer(host, port, self._app, name="relay-unsubscribe", limits=limits)
 
     @property
     def base_url(self) -> str:
