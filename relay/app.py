@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import ssl
 
 from prometheus_client import REGISTRY
 
@@ -125,7 +127,29 @@ class Relay:
         smtp = self.config.smtp
         tls_context = await asyncio.to_thread(server_context, smtp)
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(
+        try:
+            self.server = await self._listen(loop, handler, tls_context)
+        except OSError as exc:
+            # asyncio's text names a Python tuple; say it as --workers N does.
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise OSError(f"cannot listen on {smtp.host}:{smtp.port}: {reason}") from None
+        log.info(
+            "listening on %s:%d as %s%s",
+            smtp.host,
+            self.port,
+            smtp.hostname,
+            " (STARTTLS offered)" if tls_context else "",
+        )
+        self._purge = PurgeTask.start_if_enabled(self.db, self.archive, self.config.archive)
+
+    async def _listen(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        handler: InboundHandler,
+        tls_context: ssl.SSLContext | None,
+    ) -> asyncio.Server:
+        smtp = self.config.smtp
+        return await loop.create_server(
             smtp_factory(
                 handler,
                 hostname=smtp.hostname,
@@ -142,14 +166,6 @@ class Relay:
             port=smtp.port,
             reuse_port=self.reuse_port or None,
         )
-        log.info(
-            "listening on %s:%d as %s%s",
-            smtp.host,
-            self.port,
-            smtp.hostname,
-            " (STARTTLS offered)" if tls_context else "",
-        )
-        self._purge = PurgeTask.start_if_enabled(self.db, self.archive, self.config.archive)
 
     async def _start_campaigns(self, worker: OutboundWorker) -> None:
         """The unsubscribe endpoint, then the campaign dispatcher."""

@@ -8,11 +8,13 @@ carried out.  Set ``RELAY_DEBUG=1`` to see the traceback of an unexpected error.
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import sys
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -20,8 +22,8 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import click
 from sqlmodel import Session
 
+from relay import addresses, logs, queue, store
 from relay import archive as archive_mod
-from relay import logs, queue, store
 from relay.archive import Archive, ArchiveError
 from relay.config import DEFAULT_CONFIG, RelayConfig, check_selector, config_path, load_config
 from relay.db import Database, StorageUnavailable
@@ -35,6 +37,7 @@ from relay.dkim_sign import (
 )
 from relay.filters import load_rules
 from relay.models import Conversation, DeliveryStatus, MessageStatus
+from relay.pidfile import PidFileError, running_pid
 from relay.yamlload import ConfigError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -42,8 +45,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 if TYPE_CHECKING:
     _TextBase = click.ParamType[str]
+    _BaseInt = click.ParamType[int]
 else:  # older click releases have no generic ParamType
     _TextBase = click.ParamType
+    _BaseInt = click.ParamType
 
 
 class Text(_TextBase):
@@ -64,8 +69,62 @@ class Text(_TextBase):
 
 
 TEXT = Text()
-ID = click.IntRange(min=1, max=2**63 - 1)
-"""Database ids: positive and within a 64-bit integer (SQLite and PostgreSQL bigint)."""
+
+
+class Email(Text):
+    """An email address, checked as the directory checks it: a malformed one is a
+    bad argument (exit 2, with the usage), not a request that failed."""
+
+    name = "email"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = super().convert(value, param, ctx)
+        try:
+            addresses.normalize(text)
+        except addresses.InvalidAddress as exc:
+            self.fail(str(exc), param, ctx)
+        return text
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str | None:
+        return "EMAIL" if isinstance(param, click.Option) else None
+
+
+EMAIL = Email()
+
+MAX_ID = 2**63 - 1
+
+
+class Id(_BaseInt):
+    """Database ids: positive and within a 64-bit integer (SQLite and PostgreSQL
+    bigint).  Shown as ``ID`` in the help, not as click's range of integers."""
+
+    name = "id"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        number: int = click.INT.convert(value, param, ctx)
+        if not 1 <= number <= MAX_ID:
+            self.fail(f"{number} is not in the range of ids (1 to {MAX_ID})", param, ctx)
+        return number
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str | None:
+        return "ID" if isinstance(param, click.Option) else None
+
+
+ID = Id()
+
+
+def plural(count: int, one: str, many: str | None = None) -> str:
+    """``1 attempt``, ``2 attempts``."""
+    return f"{count} {one if count == 1 else (many or one + 's')}"
+
+
+def shown(value: Any) -> str:
+    """A value in text output: ``-`` when there is none, ``yes``/``no`` for flags."""
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
 
 
 class Context:
@@ -76,7 +135,8 @@ class Context:
 
     @property
     def config_path(self) -> Path:
-        return config_path(self.config_file)
+        """Absolute, as every other path in the relay's messages is."""
+        return config_path(self.config_file).absolute()
 
     @property
     def config(self) -> RelayConfig:
@@ -85,7 +145,7 @@ class Context:
             try:
                 self._config = load_config(path)
             except ConfigError as exc:
-                if path == DEFAULT_CONFIG and not path.exists():
+                if path == DEFAULT_CONFIG.absolute() and not path.exists():
                     exc.problems.append(
                         "(run relay from the project directory, or give -c PATH or RELAY_CONFIG)"
                     )
@@ -93,10 +153,15 @@ class Context:
         return self._config
 
     def database(self) -> Database:
+        """The database, closed when the command ends (its connections too, so that
+        a command run in-process, as tests and scripts do, leaves none open)."""
         try:
             db = Database(self.config.database)
         except OSError as exc:
             raise StorageUnavailable(f"cannot open the database: {exc}") from None
+        command = click.get_current_context(silent=True)
+        if command is not None:
+            command.call_on_close(db.dispose)
         db.migrate()
         return db
 
@@ -150,7 +215,13 @@ def handled(fn: F) -> F:
         except ConfigError as exc:
             click.echo(f"configuration error:\n{exc}", err=True)
             sys.exit(2)
-        except (store.DirectoryError, StorageUnavailable, ArchiveError, DkimError) as exc:
+        except (
+            store.DirectoryError,
+            StorageUnavailable,
+            ArchiveError,
+            DkimError,
+            PidFileError,
+        ) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
         except BrokenPipeError:
@@ -190,7 +261,35 @@ def emit(ctx: Context, data: Any, lines: Iterable[str] | None = None) -> None:
 pass_ctx = click.make_pass_decorator(Context, ensure=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class RelayGroup(click.Group):
+    """The ``relay`` group: click's own errors (a missing option, a bad value) say
+    ``error:`` as the relay's do, not ``Error:``; the usage and exit status 2 stay."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            result = super().main(args, prog_name, complete_var, False, **extra)
+        except click.ClickException as exc:
+            buffer = io.StringIO()
+            exc.show(file=buffer)
+            text = re.sub(r"^Error: ", "error: ", buffer.getvalue(), count=1, flags=re.MULTILINE)
+            click.echo(text, err=True, nl=False)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+@click.group(cls=RelayGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @common
 def main() -> None:
     """Marketplace mail relay."""
@@ -201,24 +300,75 @@ def main() -> None:
 
 @main.command()
 @common
-@click.option("-v", "--verbose", is_flag=True, help="Log every SMTP command.")
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="Log at debug level, every SMTP command included. Warning: real addresses"
+    " of buyers and sellers then reach the log (at info level only tokens do).",
+)
 @click.option(
     "-w",
     "--workers",
     type=click.IntRange(1, 64),
+    metavar="N",
     default=None,
-    help="Relay processes sharing the port (default: smtp.workers, 1).",
+    help="Relay processes sharing the port, 1 to 64 (default: smtp.workers, 1).",
 )
 @pass_ctx
 @handled
 def serve(ctx: Context, verbose: bool, workers: int | None) -> None:
-    """Run the SMTP server and the delivery workers until stopped."""
+    """Run the SMTP server and the delivery workers until stopped.
+
+    SIGTERM or Ctrl-C stops it cleanly; `relay reload` (SIGHUP) reloads the
+    filter rules.  Its pid goes to smtp.pid_file while it runs, and a second
+    `relay serve` with the same pid file is refused.
+    """
     from relay import workers as supervisor
 
     config = ctx.config
     count = workers or config.smtp.workers
     logs.setup(config.logging, verbose=verbose, show_pid=count > 1)
     sys.exit(supervisor.serve(config, count))
+
+
+@main.command()
+@common
+@pass_ctx
+@handled
+def reload(ctx: Context) -> None:
+    """Make the running `relay serve` reload its filter rules (as `kill -HUP` does).
+
+    The rules file is checked first: with a problem in it, the problems are
+    printed, nothing is signalled and the relay keeps its rules (exit 2).  The
+    relay is found by its pid file (smtp.pid_file); under --workers N the
+    supervisor passes the signal on to every worker.  Other settings take a
+    restart.
+    """
+    import signal
+
+    config = ctx.config
+    pid = running_pid(config.smtp.pid_file)
+    try:
+        count = len(load_rules(config.filters.rules).rules)
+    except ConfigError as exc:
+        click.echo(
+            f"{exc}\nnot reloaded: relay serve (pid {pid}) keeps its current rules", err=True
+        )
+        sys.exit(2)
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        raise PidFileError(f"relay serve (pid {pid}) has just stopped") from None
+    except PermissionError:
+        raise PidFileError(
+            f"not allowed to signal relay serve (pid {pid}): run this as the user it runs as"
+        ) from None
+    emit(
+        ctx,
+        {"pid": pid, "pid_file": str(config.smtp.pid_file), "rules": count},
+        [f"sent SIGHUP to relay serve (pid {pid}): it reloads {plural(count, 'filter rule')}"],
+    )
 
 
 @main.command("status")
@@ -289,7 +439,7 @@ def check_config(ctx: Context) -> None:
     emit(
         ctx,
         {"config": str(path), "rules": count, "ok": True},
-        [f"{path}: OK ({count} filter rules)"],
+        [f"{path}: OK ({plural(count, 'filter rule')})"],
     )
 
 
@@ -327,7 +477,7 @@ def seller() -> None:
 @click.option(
     "--email",
     "emails",
-    type=TEXT,
+    type=EMAIL,
     multiple=True,
     required=True,
     help="Approved sender address (repeat; the first is where mail goes).",
@@ -365,8 +515,10 @@ def on_off(value: str | None) -> bool | None:
 @common
 @click.argument("seller_id", type=ID)
 @click.option("--messaging", type=ON_OFF, help="Accept new buyers or not.")
-@click.option("--add-email", "add_emails", type=TEXT, multiple=True)
-@click.option("--remove-email", "remove_emails", type=TEXT, multiple=True)
+@click.option("--add-email", "add_emails", type=EMAIL, multiple=True, help="Approve an address.")
+@click.option(
+    "--remove-email", "remove_emails", type=EMAIL, multiple=True, help="Withdraw an address."
+)
 @pass_ctx
 @handled
 def seller_update(
@@ -417,7 +569,7 @@ def order() -> None:
 @order.command("add")
 @common
 @click.argument("order_id", type=TEXT)
-@click.option("--buyer", "buyer_email", type=TEXT, required=True, help="The buyer's real address.")
+@click.option("--buyer", "buyer_email", type=EMAIL, required=True, help="The buyer's real address.")
 @click.option("--buyer-name", type=TEXT, help="The buyer's name, as sellers will see it.")
 @click.option("--seller", "seller_id", type=ID, required=True)
 @click.option("--category", "categories", type=TEXT, multiple=True, help="Order category (repeat).")
@@ -485,7 +637,7 @@ def _set_opt_out(ctx: Context, email: str, value: bool) -> None:
 
 @buyer.command("opt-out")
 @common
-@click.argument("email", type=TEXT)
+@click.argument("email", type=EMAIL)
 @pass_ctx
 @handled
 def buyer_opt_out(ctx: Context, email: str) -> None:
@@ -495,7 +647,7 @@ def buyer_opt_out(ctx: Context, email: str) -> None:
 
 @buyer.command("opt-in")
 @common
-@click.argument("email", type=TEXT)
+@click.argument("email", type=EMAIL)
 @pass_ctx
 @handled
 def buyer_opt_in(ctx: Context, email: str) -> None:
@@ -516,7 +668,14 @@ def archive_group() -> None:
 @common
 @click.option("--conversation", "conversation_id", type=ID)
 @click.option("--status", type=click.Choice([s.value for s in MessageStatus]))
-@click.option("--limit", type=click.IntRange(1, 100000), default=100, show_default=True)
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 100000),
+    metavar="N",
+    default=100,
+    show_default=True,
+    help="At most N messages, 1 to 100000.",
+)
 @pass_ctx
 @handled
 def archive_list(ctx: Context, conversation_id: int | None, status: str | None, limit: int) -> None:
@@ -568,14 +727,15 @@ def archive_show(ctx: Context, message_id: int, which: str | None) -> None:
             raise store.DirectoryError(f"message {message_id} has no {which} copy")
         sys.stdout.buffer.write(Archive(ctx.config.archive.path).read(rel))
         return
-    lines = [f"{k}: {v}" for k, v in detail.items() if k not in ("rule_hits", "deliveries")]
+    lines = [f"{k}: {shown(v)}" for k, v in detail.items() if k not in ("rule_hits", "deliveries")]
     lines += [
         f"rule hit: {h['rule_id']} ({h['action']}) in {h['where'] or 'message'}: {h['detail']}"
         for h in detail["rule_hits"]
     ]
     for d in detail["deliveries"]:
         lines.append(
-            f"delivery {d['id']} to {d['recipient']}: {d['status']}, {d['attempts']} attempts"
+            f"delivery {d['id']} to {d['recipient']}: {d['status']},"
+            f" {plural(d['attempts'], 'attempt')}"
         )
         lines += [f"  {a['at']} {a['outcome']}: {a['reply']}" for a in d["history"]]
     emit(ctx, detail, lines)
@@ -622,7 +782,14 @@ def quarantine_group() -> None:
 
 @quarantine_group.command("list")
 @common
-@click.option("--limit", type=click.IntRange(1, 100000), default=100, show_default=True)
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 100000),
+    metavar="N",
+    default=100,
+    show_default=True,
+    help="At most N messages, 1 to 100000.",
+)
 @pass_ctx
 @handled
 def quarantine_list(ctx: Context, limit: int) -> None:
@@ -715,12 +882,14 @@ def queue_list(ctx: Context, include_done: bool) -> None:
     rows = db.call(
         lambda s: [_delivery_json(d) for d in queue.list_queue(s, include_done=include_done)]
     )
+    pending = DeliveryStatus.PENDING.value  # a finished delivery has no next attempt
     emit(
         ctx,
         rows,
         [
             f"{r['id']:>6}  msg {r['message_id']:>6}  {r['status']:<9}  attempts {r['attempts']}"
-            f"  next {r['next_attempt_at']}  {r['last_reply'][:60]}"
+            f"  next {shown(r['next_attempt_at'] if r['status'] == pending else None)}"
+            f"  {shown(r['last_reply'][:60])}"
             for r in rows
         ]
         or ["the queue is empty"],
@@ -798,7 +967,7 @@ def conversation_show(ctx: Context, conversation_id: int) -> None:
         data = db.call(run)
     finally:
         db.dispose()
-    emit(ctx, data, [f"{k}: {v}" for k, v in data.items()])
+    emit(ctx, data, [f"{k}: {shown(v)}" for k, v in data.items()])
 
 
 @conversation_group.command("no-response-needed")
@@ -820,7 +989,7 @@ def conversation_no_response_needed(ctx: Context, conversation_id: int) -> None:
     if stopped:
         line = (
             f"conversation {conversation_id}: no response needed;"
-            f" stopped the clock of {stopped} buyer message{'s' if stopped != 1 else ''}"
+            f" stopped the clock of {plural(stopped, 'buyer message')}"
         )
     else:
         line = (
@@ -893,7 +1062,10 @@ def dkim() -> None:
 @dkim.command("keygen")
 @common
 @click.option(
-    "--selector", type=TEXT, help="Selector (default: dkim.selector from the configuration)."
+    "--selector",
+    type=TEXT,
+    help="Must be dkim.selector of the configuration, which is what the relay signs"
+    " with (the default); to use another, set dkim.selector first.",
 )
 @click.option("--force", is_flag=True, help="Replace an existing key.")
 @click.option(
@@ -905,12 +1077,25 @@ def dkim() -> None:
 @pass_ctx
 @handled
 def dkim_keygen(ctx: Context, selector: str | None, force: bool, ed25519: bool) -> None:
-    """Write the DKIM key and print the DNS TXT record to publish."""
+    """Write the DKIM key and print the DNS TXT record to publish.
+
+    The key goes to dkim.private_key and the record is named after
+    dkim.selector: the relay signs with that pair.
+    """
     config = ctx.config
     try:
         selector = check_selector(selector) if selector is not None else config.dkim.selector
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="'--selector'") from None
+    if selector != config.dkim.selector:
+        # A record for another selector would never verify: the relay signs
+        # s=<dkim.selector>, with the key this command is about to replace.
+        raise click.BadParameter(
+            f"the relay signs with dkim.selector {config.dkim.selector!r}, so a key"
+            f" published as {selector!r} would never be used: set"
+            f" `dkim.selector: {selector}` in {ctx.config_path} first, or omit --selector",
+            param_hint="'--selector'",
+        )
     domain = config.marketplace.domain
     path: Path = config.dkim.private_key
     ed_path = config.dkim.ed25519_key or path.with_name(path.stem + ".ed25519")
@@ -939,13 +1124,6 @@ def dkim_keygen(ctx: Context, selector: str | None, force: bool, ed25519: bool) 
         records if len(records) > 1 else records[0],
         [f"{r['name']}. IN TXT {_zone_strings(r['value'])}" for r in records],
     )
-    # The relay signs with the configured selector and keys: say so if this is not it.
-    if selector != config.dkim.selector:
-        click.echo(
-            f"note: the relay signs with selector {config.dkim.selector!r} (dkim.selector);"
-            f" set dkim.selector: {selector} in {ctx.config_path} to use this record",
-            err=True,
-        )
     if ed25519 and config.dkim.ed25519_key is None:
         click.echo(
             f"note: set dkim.ed25519_key: {ed_path} in {ctx.config_path} to sign with Ed25519",
@@ -985,7 +1163,14 @@ def tls() -> None:
 @tls.command("selfsigned")
 @common
 @click.option("--hostname", type=TEXT, help="Name in the certificate (default: smtp.hostname).")
-@click.option("--days", type=click.IntRange(1, 3650), default=365, show_default=True)
+@click.option(
+    "--days",
+    type=click.IntRange(1, 3650),
+    metavar="N",
+    default=365,
+    show_default=True,
+    help="Valid for N days, 1 to 3650.",
+)
 @click.option("--force", is_flag=True, help="Replace an existing certificate and key.")
 @pass_ctx
 @handled

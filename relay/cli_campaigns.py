@@ -32,6 +32,7 @@ from relay.campaigns.models import (
     ShoppingEvent,
 )
 from relay.cli import (
+    EMAIL,
     ID,
     ON_OFF,
     TEXT,
@@ -42,6 +43,7 @@ from relay.cli import (
     main,
     on_off,
     pass_ctx,
+    plural,
     when,
 )
 from relay.db import Database
@@ -186,7 +188,10 @@ def _brand_line(d: dict[str, Any]) -> str:
         "registered" if d["registered"] else "not registered",
         "store page" if d["store_page"] else "no store page",
     ]
-    return f"brand {d['brand_id']} ({d['name']}): {', '.join(flags)}, {d['followers']} followers"
+    return (
+        f"brand {d['brand_id']} ({d['name']}): {', '.join(flags)},"
+        f" {plural(d['followers'], 'follower')}"
+    )
 
 
 @brand.command("list")
@@ -217,7 +222,7 @@ def follower() -> None:
 @follower.command("add")
 @common
 @click.option("--brand", "brand_id", type=ID, required=True)
-@click.option("--email", type=TEXT, required=True)
+@click.option("--email", type=EMAIL, required=True)
 @click.option("--name", type=TEXT, default="")
 @click.option("--since", type=TEXT, callback=when, metavar="DATE", help="Followed since.")
 @pass_ctx
@@ -238,7 +243,7 @@ def follower_add(
 @follower.command("remove")
 @common
 @click.option("--brand", "brand_id", type=ID, required=True)
-@click.option("--email", type=TEXT, required=True)
+@click.option("--email", type=EMAIL, required=True)
 @pass_ctx
 @handled
 def follower_remove(ctx: Context, brand_id: int, email: str) -> None:
@@ -352,8 +357,25 @@ def promotion() -> None:
 @click.option("--product", "product_id", type=ID, required=True)
 @click.option("--kind", type=click.Choice([k.value for k in PromotionKind]), required=True)
 @click.option("--discount", type=TEXT, required=True, help="Percent, or amount in the currency.")
-@click.option("--start", "starts_at", type=TEXT, callback=when, required=True)
-@click.option("--end", "ends_at", type=TEXT, callback=when, required=True)
+@click.option(
+    "--start",
+    "starts_at",
+    type=TEXT,
+    callback=when,
+    required=True,
+    metavar="DATE",
+    help="When it starts: YYYY-MM-DD (00:00 UTC that day) or an ISO datetime.",
+)
+@click.option(
+    "--end",
+    "ends_at",
+    type=TEXT,
+    callback=when,
+    required=True,
+    metavar="DATE",
+    help="When it ends: YYYY-MM-DD means 00:00 UTC that day, so that day is NOT"
+    " included (--end 2026-12-01 runs through 30 November); or an ISO datetime.",
+)
 @click.option("--approved", is_flag=True, help="Approved at once (else pending).")
 @pass_ctx
 @handled
@@ -366,7 +388,11 @@ def promotion_add(
     ends_at: datetime,
     approved: bool,
 ) -> None:
-    """Create a promotion (pending approval unless --approved)."""
+    """Create a promotion (pending approval unless --approved).
+
+    Its period runs from --start up to, not including, --end (unlike a shopping
+    event's dates, which are both inclusive).
+    """
 
     def run(s: Session) -> dict[str, Any]:
         p = catalog.add_promotion(
@@ -463,12 +489,29 @@ def event() -> None:
 @event.command("add")
 @common
 @click.option("--name", type=TEXT, required=True)
-@click.option("--start", "starts_on", type=TEXT, callback=_date, required=True)
-@click.option("--end", "ends_on", type=TEXT, callback=_date, required=True, help="Inclusive.")
+@click.option(
+    "--start",
+    "starts_on",
+    type=TEXT,
+    callback=_date,
+    required=True,
+    metavar="DATE",
+    help="Its first day (YYYY-MM-DD, UTC), included.",
+)
+@click.option(
+    "--end",
+    "ends_on",
+    type=TEXT,
+    callback=_date,
+    required=True,
+    metavar="DATE",
+    help="Its last day (YYYY-MM-DD, UTC), included (unlike a promotion's --end).",
+)
 @pass_ctx
 @handled
 def event_add(ctx: Context, name: str, starts_on: date, ends_on: date) -> None:
-    """Add a shopping event (dates in UTC, both inclusive)."""
+    """Add a shopping event (dates in UTC, both inclusive: --start 2026-11-27
+    --end 2026-11-30 is four days, 30 November included)."""
 
     def run(s: Session) -> dict[str, Any]:
         return _event_json(catalog.add_event(s, name=name, starts_on=starts_on, ends_on=ends_on))
@@ -501,10 +544,28 @@ def campaign() -> None:
     """Brand email campaigns: create, review, schedule, follow."""
 
 
-def _draft_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+def _draft_options(*, create: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The options of ``campaign create`` (where the campaign's essentials are
+    required) and of ``campaign edit`` (where any of them may change)."""
+    return lambda fn: _with_draft_options(fn, create=create)
+
+
+def _with_draft_options(fn: Callable[..., Any], *, create: bool) -> Callable[..., Any]:
+    content = (
+        "The campaign's text; this or --content-file is required."
+        if create
+        else "The campaign's text (or --content-file)."
+    )
+    start = (
+        "The first day of the 5-day delivery window (YYYY-MM-DD, UTC; delivery begins"
+        " 00:00 UTC). At least 72 hours away, as moderation takes that long; within the"
+        " event's dates and the promotion's period, if any."
+    )
     options = [
-        click.option("--kind", type=click.Choice([k.value for k in CampaignKind])),
-        click.option("--product", "main_product_id", type=ID, help="The main product."),
+        click.option("--kind", type=click.Choice([k.value for k in CampaignKind]), required=create),
+        click.option(
+            "--product", "main_product_id", type=ID, required=create, help="The main product."
+        ),
         click.option(
             "--also",
             "extra_product_ids",
@@ -514,12 +575,20 @@ def _draft_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option("--promotion", "promotion_id", type=ID, help="A promotion on the product."),
         click.option("--event", "event_id", type=ID, help="The shopping event it is themed on."),
-        click.option("--subject", type=TEXT),
-        click.option("--content", type=TEXT, help="The campaign's text (or --content-file)."),
+        click.option("--subject", type=TEXT, required=create),
+        click.option("--content", type=TEXT, help=content),
         click.option(
             "--content-file", type=click.File("r", encoding="utf-8"), help="Read the text from it."
         ),
-        click.option("--start", "start_on", type=TEXT, callback=_date, metavar="DATE"),
+        click.option(
+            "--start",
+            "start_on",
+            type=TEXT,
+            callback=_date,
+            metavar="DATE",
+            required=create,
+            help=start,
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -583,11 +652,16 @@ def _campaign_lines(d: dict[str, Any]) -> list[str]:
 @campaign.command("create")
 @common
 @click.option("--brand", "brand_id", type=ID, required=True)
-@_draft_options
+@_draft_options(create=True)
 @pass_ctx
 @handled
 def campaign_create(ctx: Context, /, brand_id: int, **options: Any) -> None:
-    """Create a draft; every rule is checked now (submit checks them again)."""
+    """Create a draft; every rule is checked now (submit checks them again).
+
+    Dates are UTC.  The start date must be at least 72 hours away (moderation
+    takes that long), when the campaign is created and again when it is
+    submitted.
+    """
     draft = _draft(**options)
     missing = [
         name
@@ -615,7 +689,7 @@ def campaign_create(ctx: Context, /, brand_id: int, **options: Any) -> None:
 @campaign.command("edit")
 @common
 @click.argument("campaign_id", type=ID)
-@_draft_options
+@_draft_options(create=False)
 @click.option("--no-promotion", is_flag=True, help="Remove the promotion.")
 @click.option("--no-event", is_flag=True, help="Remove the event theme.")
 @pass_ctx
@@ -687,7 +761,8 @@ def campaign_cancel(ctx: Context, campaign_id: int) -> None:
         return {**_show(s, campaign_id), "withdrawn_now": withdrawn}
 
     data = _write(ctx, run)
-    emit(ctx, data, [*_campaign_lines(data)[:1], f"  {data['withdrawn_now']} messages withdrawn"])
+    withdrawn = f"  {plural(data['withdrawn_now'], 'message')} withdrawn"
+    emit(ctx, data, [*_campaign_lines(data)[:1], withdrawn])
 
 
 @campaign.command("show")
@@ -724,7 +799,14 @@ def campaign_list(ctx: Context, brand_id: int | None, status: str | None) -> Non
 @common
 @click.option("--brand", "brand_id", type=ID, required=True)
 @click.option("--from", "first", type=TEXT, callback=_date, metavar="DATE", help="Default: today.")
-@click.option("--days", type=click.IntRange(1, calendar_mod.MAX_DAYS), default=31)
+@click.option(
+    "--days",
+    type=click.IntRange(1, calendar_mod.MAX_DAYS),
+    metavar="N",
+    default=31,
+    show_default=True,
+    help=f"Days to show, 1 to {calendar_mod.MAX_DAYS}.",
+)
 @click.option("--campaign", "campaign_id", type=ID, help="Apply its event and promotion.")
 @click.option("--event", "event_id", type=ID, help="Apply this event's dates.")
 @click.option("--promotion", "promotion_id", type=ID, help="Apply this promotion's period.")
@@ -790,12 +872,12 @@ def _calendar_lines(found: list[calendar_mod.Day]) -> list[str]:
             lines.append(f"{days}: cannot be chosen: {'; '.join(d.reasons)}")
         elif d.colour == "conflict":
             others = ", ".join(
-                f"campaign {c.campaign_id} (starts {c.start_on}, {c.followers} followers)"
+                f"campaign {c.campaign_id} (starts {c.start_on}, {plural(c.followers, 'follower')})"
                 for c in d.collisions
             )
             lines.append(
-                f"{days}: collides with {others}: {d.colliding_followers} followers would get"
-                " only one of them"
+                f"{days}: collides with {others}:"
+                f" {plural(d.colliding_followers, 'follower')} would get only one of them"
             )
     return lines
 
@@ -826,13 +908,19 @@ def _same(a: calendar_mod.Day, b: calendar_mod.Day) -> bool:
     type=TEXT,
     callback=when,
     metavar="DATETIME",
-    help="Run the pass as of this time (to rehearse a schedule on a test set-up).",
+    help="Run the pass as of this time (UTC unless it says), to rehearse a schedule"
+    " on a test set-up: what is due then is queued now, for real.",
 )
 @pass_ctx
 @handled
 def campaign_dispatch(ctx: Context, at: datetime | None) -> None:
-    """One dispatcher pass, as ``relay serve`` runs every campaigns.poll_interval:
-    start due campaigns and queue the messages due; a running relay delivers them."""
+    """One dispatcher pass, as `relay serve` runs every campaigns.poll_interval:
+    start due campaigns and queue the messages due; a running relay delivers them.
+
+    Warning: this really sends.  The messages it queues go to the followers'
+    real addresses; with --at, those of a later time go out now.  Only rehearse
+    on a test set-up.
+    """
     from relay.campaigns.dispatch import Dispatcher
     from relay.campaigns.render import Renderer
 

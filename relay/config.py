@@ -163,6 +163,8 @@ class SmtpConfig(_Strict):
     """Refuse MAIL until the client has used STARTTLS (530 5.7.0)."""
     workers: Annotated[Int, Field(ge=1, le=64)] = 1
     """Relay processes on this host, sharing the port (SO_REUSEPORT) and the database."""
+    pid_file: FilePath = Path("../var/relay.pid")
+    """Where ``relay serve`` writes its pid (locked while it runs), for ``relay reload``."""
 
     @model_validator(mode="after")
     def _tls(self) -> Self:
@@ -529,6 +531,7 @@ class RelayConfig(_Strict):
                     update={
                         "tls_cert": absolute(self.smtp.tls_cert) if self.smtp.tls_cert else None,
                         "tls_key": absolute(self.smtp.tls_key) if self.smtp.tls_key else None,
+                        "pid_file": absolute(self.smtp.pid_file),
                     }
                 ),
                 "archive": self.archive.model_copy(update={"path": absolute(self.archive.path)}),
@@ -591,8 +594,11 @@ def config_path(explicit: str | os.PathLike[str] | None) -> Path:
 def load_config(path: Path) -> RelayConfig:
     """Load and validate ``path``; raises ConfigError naming file, line and problem.
 
-    Every problem in the file is reported, not only the first.
+    Every problem in the file is reported, not only the first.  The file is
+    named by its absolute path, as the paths it holds are once resolved, so that
+    every message names files in one form.
     """
+    path = path.absolute()
     data, node = read_yaml(path)
     if data is None:
         data = {}

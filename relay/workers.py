@@ -44,6 +44,7 @@ from relay.campaigns.unsubscribe import UnsubscribeEndpoint
 from relay.config import RelayConfig
 from relay.db import Database
 from relay.endpoint import Endpoint
+from relay.pidfile import PidFile
 
 log = logging.getLogger("relay.workers")
 
@@ -56,8 +57,11 @@ MAX_EARLY_DEATHS = 3
 
 def _run_worker(config: RelayConfig, index: int, metrics_dir: Path | None) -> None:
     """A worker process: one whole relay until SIGTERM."""
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_DFL)  # the supervisor's handlers are not ours
+    # A SIGHUP forwarded before the relay installs its handler would kill the
+    # worker; ignored, it loses nothing, as the rules are read after this.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     log.info("worker %d started (pid %d)", index, os.getpid())
     if metrics_dir is not None:
         metrics.use_multiprocess(metrics_dir)
@@ -222,8 +226,22 @@ class Supervisor:
 
 
 def serve(config: RelayConfig, workers: int) -> int:
-    """``relay serve``: one relay in this process, or a supervisor of ``workers``."""
-    if workers <= 1:
-        asyncio.run(Relay(config).serve_forever())
-        return 0
-    return Supervisor(config, workers).run()
+    """``relay serve``: one relay in this process, or a supervisor of ``workers``.
+
+    The pid file (``smtp.pid_file``) is written first, so that a second
+    ``relay serve`` on the same configuration is refused before it touches
+    anything, and removed when this returns (``relay.pidfile``)."""
+    pid_file = PidFile(config.smtp.pid_file)
+    pid_file.acquire()
+    # ``relay reload`` may signal as soon as the pid file names us: until the
+    # handler is installed, a SIGHUP must not end the process (the rules are
+    # read after this point anyway).
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    log.info("pid %d written to %s", os.getpid(), pid_file.path)
+    try:
+        if workers <= 1:
+            asyncio.run(Relay(config).serve_forever())
+            return 0
+        return Supervisor(config, workers).run()
+    finally:
+        pid_file.release()

@@ -521,7 +521,7 @@ def good_setup(root: Path) -> Path:
 def test_check_config_finds_the_file_by_c_env_or_default(tmp_path: Path) -> None:
     good = good_setup(tmp_path)
     bad = write(tmp_path / "bad.yaml", "smtp: {port: nope}\n")
-    rel = "config/relay.yaml"
+    rel = tmp_path / "config" / "relay.yaml"  # named by its absolute path
     before, after, as_json, env, c_wins, default = relay_all(
         [
             (["-c", str(good), "check-config"], {}),
@@ -627,5 +627,5 @@ def test_commands_refuse_a_bad_config_before_doing_anything(tmp_path: Path) -> N
             "Input should be a valid integer, unable to parse string as an integer\n"
         )
     assert results[2].code == 2
-    assert results[2].err.splitlines()[1] == "config/relay.yaml: file not found"
+    assert results[2].err.splitlines()[1] == f"{tmp_path / 'config/relay.yaml'}: file not found"
     assert not (tmp_path / "db.sqlite").exists()

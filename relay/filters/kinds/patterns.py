@@ -35,12 +35,19 @@ from relay.filters.view import MessageView
 DEFAULT_TIMEOUT = 0.2
 
 
+def quoted(pattern: str) -> str:
+    """A pattern as the admin wrote it in filters.yaml, ``'\\d+'`` and not ``'\\\\d+'``:
+    ``repr`` doubles every backslash.  ``repr`` only for a pattern with characters
+    that a terminal would not show as they are."""
+    return f"'{pattern}'" if pattern.isprintable() else repr(pattern)
+
+
 def compile_pattern(pattern: str, ignore_case: bool) -> regex.Pattern[str]:
     flags = regex.VERSION1 | regex.UNICODE | (regex.IGNORECASE if ignore_case else 0)
     try:
         return regex.compile(pattern, flags)
     except regex.error as exc:
-        raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
+        raise ValueError(f"invalid regular expression {quoted(pattern)}: {exc}") from None
 
 
 class RegexSettings(Settings):
@@ -76,11 +83,11 @@ class Regex:
                 if isinstance(found, tuple):
                     pattern, start, end = found
                     yield Finding(
-                        f'pattern {pattern.pattern!r}: "{excerpt(text[start:end])}"', where
+                        f'pattern {quoted(pattern.pattern)}: "{excerpt(text[start:end])}"', where
                     )
                 else:
                     yield Finding(
-                        f"pattern {found.pattern!r} timed out after {self.timeout}s"
+                        f"pattern {quoted(found.pattern)} timed out after {self.timeout}s"
                         " (treated as a match)",
                         where,
                     )
@@ -113,13 +120,13 @@ class Header:
                     m = pattern.search(value, timeout=self.timeout)
                 except TimeoutError:
                     yield Finding(
-                        f"pattern {pattern.pattern!r} timed out (treated as a match)",
+                        f"pattern {quoted(pattern.pattern)} timed out (treated as a match)",
                         f"header {name}",
                     )
                     continue
                 if m is not None:
                     yield Finding(
-                        f'"{excerpt(value)}" matches {pattern.pattern!r}', f"header {name}"
+                        f'"{excerpt(value)}" matches {quoted(pattern.pattern)}', f"header {name}"
                     )
 
 
