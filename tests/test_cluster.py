@@ -166,7 +166,7 @@ def write_member_config(
     path = tmp / f"{name}.yaml"
     path.write_text(
         f"""
-smtp: {{host: 127.0.0.1, port: {smtp_port}, hostname: {name}.cluster.test}}
+smtp: {{host: 127.0.0.1, port: {smtp_port}, hostname: {name}.cluster.test, pid_file: {name}.pid}}
 database: {{url: "{url}", busy_timeout: 2}}
 archive: {{path: archive}}
 delivery:
