@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import click
 from sqlmodel import Session
 
-from relay import addresses, logs, queue, store
+from relay import addresses, logs, names, queue, store
 from relay import archive as archive_mod
 from relay.archive import Archive, ArchiveError
 from relay.config import DEFAULT_CONFIG, RelayConfig, check_selector, config_path, load_config
@@ -69,6 +69,28 @@ class Text(_TextBase):
 
 
 TEXT = Text()
+
+
+class Name(Text):
+    """A name the relay will write into headers (``relay.names``): one that would
+    break a header is a bad argument (exit 2), refused before anything is stored.
+    A blank one passes, for the command to say what it needs."""
+
+    name = "text"
+
+    def __init__(self, *, max_length: int = names.MAX_NAME, address_ok: bool = False) -> None:
+        self.max_length = max_length
+        self.address_ok = address_ok
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = super().convert(value, param, ctx)
+        problem = names.problem(text, max_length=self.max_length, address_ok=self.address_ok)
+        if text.strip() and problem is not None:
+            self.fail(problem, param, ctx)
+        return text
+
+
+NAME = Name()
 
 
 class Email(Text):
@@ -473,7 +495,7 @@ def seller() -> None:
 
 @seller.command("add")
 @common
-@click.option("--name", type=TEXT, required=True, help="The store name buyers see.")
+@click.option("--name", type=NAME, required=True, help="The store name buyers see.")
 @click.option(
     "--email",
     "emails",
@@ -570,7 +592,7 @@ def order() -> None:
 @common
 @click.argument("order_id", type=TEXT)
 @click.option("--buyer", "buyer_email", type=EMAIL, required=True, help="The buyer's real address.")
-@click.option("--buyer-name", type=TEXT, help="The buyer's name, as sellers will see it.")
+@click.option("--buyer-name", type=NAME, help="The buyer's name, as sellers will see it.")
 @click.option("--seller", "seller_id", type=ID, required=True)
 @click.option("--category", "categories", type=TEXT, multiple=True, help="Order category (repeat).")
 @pass_ctx

@@ -34,9 +34,11 @@ from relay.campaigns.models import (
 from relay.cli import (
     EMAIL,
     ID,
+    NAME,
     ON_OFF,
     TEXT,
     Context,
+    Name,
     common,
     emit,
     handled,
@@ -52,6 +54,10 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 COLOURS = {"free": "green", "conflict": "red", "unavailable": "bright_black"}
+
+SUBJECT = Name(max_length=lifecycle.MAX_SUBJECT, address_ok=True)
+"""A campaign subject: its own length; addresses are refused by the campaign rules, in
+their words."""
 
 
 @contextmanager
@@ -144,7 +150,7 @@ def brand() -> None:
 
 @brand.command("add")
 @common
-@click.option("--name", type=TEXT, required=True)
+@click.option("--name", type=NAME, required=True)
 @click.option("--registered/--not-registered", default=False, help="In the brand registry.")
 @click.option("--store-page/--no-store-page", default=False, help="Has a store page.")
 @pass_ctx
@@ -223,7 +229,7 @@ def follower() -> None:
 @common
 @click.option("--brand", "brand_id", type=ID, required=True)
 @click.option("--email", type=EMAIL, required=True)
-@click.option("--name", type=TEXT, default="")
+@click.option("--name", type=NAME, default="")
 @click.option("--since", type=TEXT, callback=when, metavar="DATE", help="Followed since.")
 @pass_ctx
 @handled
@@ -307,7 +313,7 @@ def product() -> None:
 @common
 @click.option("--brand", "brand_id", type=ID, required=True)
 @click.option("--sku", type=TEXT, required=True, help="The marketplace's product id.")
-@click.option("--title", type=TEXT, required=True)
+@click.option("--title", type=NAME, required=True)
 @click.option("--price", type=TEXT, default="", help="As shown, currency included.")
 @click.option("--description", type=TEXT, default="")
 @pass_ctx
@@ -488,7 +494,7 @@ def event() -> None:
 
 @event.command("add")
 @common
-@click.option("--name", type=TEXT, required=True)
+@click.option("--name", type=NAME, required=True)
 @click.option(
     "--start",
     "starts_on",
@@ -575,7 +581,7 @@ def _with_draft_options(fn: Callable[..., Any], *, create: bool) -> Callable[...
         ),
         click.option("--promotion", "promotion_id", type=ID, help="A promotion on the product."),
         click.option("--event", "event_id", type=ID, help="The shopping event it is themed on."),
-        click.option("--subject", type=TEXT, required=create),
+        click.option("--subject", type=SUBJECT, required=create),
         click.option("--content", type=TEXT, help=content),
         click.option(
             "--content-file", type=click.File("r", encoding="utf-8"), help="Read the text from it."

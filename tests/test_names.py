@@ -97,19 +97,22 @@ def cli(config: Path, *args: str) -> tuple[int, str, str]:
 
 
 @pytest.mark.parametrize(
-    ("field", "command"),
+    ("option", "command"),
     [
-        ("seller name", ["seller", "add", "--email", SELLER, "--name"]),
-        ("buyer name", ["order", "add", "O-1", "--buyer", BUYER, "--seller", "1", "--buyer-name"]),
-        ("brand name", ["brand", "add", "--registered", "--store-page", "--name"]),
-        ("product title", ["product", "add", "--brand", "1", "--sku", "S-1", "--title"]),
-        ("event name", ["event", "add", "--start", "2027-01-01", "--end", "2027-01-02", "--name"]),
-        ("buyer name", ["follower", "add", "--brand", "1", "--email", BUYER, "--name"]),
+        ("--name", ["seller", "add", "--email", SELLER, "--name"]),
+        (
+            "--buyer-name",
+            ["order", "add", "O-1", "--buyer", BUYER, "--seller", "1", "--buyer-name"],
+        ),
+        ("--name", ["brand", "add", "--registered", "--store-page", "--name"]),
+        ("--title", ["product", "add", "--brand", "1", "--sku", "S-1", "--title"]),
+        ("--name", ["event", "add", "--start", "2027-01-01", "--end", "2027-01-02", "--name"]),
+        ("--name", ["follower", "add", "--brand", "1", "--email", BUYER, "--name"]),
     ],
 )
 @pytest.mark.parametrize("text", [HOSTILE["crlf"], HOSTILE["bidi-override"]], ids=["crlf", "bidi"])
 def test_the_cli_refuses_names_that_would_break_a_header(
-    tmp_path: Path, field: str, command: list[str], text: str
+    tmp_path: Path, option: str, command: list[str], text: str
 ) -> None:
     config = write_cli_config(tmp_path)
     # What the refused command needs besides the name: a seller, a brand.
@@ -119,13 +122,48 @@ def test_the_cli_refuses_names_that_would_break_a_header(
     code, _out, err = cli(
         config, *command, text, *(["--price", "1"] if "product" in command else [])
     )
-    assert code != 0
-    assert f"{field}: " in err, err
+    assert code == 2, err  # a bad argument, with the usage
+    assert f"Invalid value for '{option}': must " in err, err
     assert "Traceback" not in err
     after = cli(config, "seller", "list", "--json")[1], cli(config, "brand", "list", "--json")[1]
     assert after == before
-    if "order" in command:
-        assert cli(config, "archive", "list", "--json")[0] == 0
+
+
+@pytest.mark.parametrize("text", [HOSTILE["crlf"], HOSTILE["encoded-word"]], ids=["crlf", "ew"])
+def test_the_directory_refuses_them_too_and_names_the_field(database_url: str, text: str) -> None:
+    """What the CLI checks first, the directory functions check again: they are
+    what an API calls, and a refusal must name the field."""
+    from relay import store
+    from relay.campaigns import catalog
+    from relay.config import DatabaseConfig
+    from relay.db import Database
+
+    db = Database(DatabaseConfig(url=database_url))
+    db.migrate()
+    try:
+        seller = db.write(lambda s: store.add_seller(s, name="Shop", emails=[SELLER]))
+        brand = db.write(
+            lambda s: catalog.add_brand(s, name="Lotus", registered=True, store_page=True)
+        )
+        attempts = {
+            "seller name": lambda s: store.add_seller(s, name=text, emails=["x@s.example"]),
+            "buyer name": lambda s: store.add_order(
+                s, "O-1", buyer_email=BUYER, buyer_name=text, seller_id=seller.id
+            ),
+            "brand name": lambda s: catalog.add_brand(
+                s, name=text, registered=True, store_page=True
+            ),
+            "product title": lambda s: catalog.add_product(
+                s, brand.id, sku="S-1", title=text, price="1", description=""
+            ),
+        }
+        for field, attempt in attempts.items():
+            with pytest.raises(store.DirectoryError) as raised:
+                db.write(attempt)
+            assert str(raised.value).startswith(f"{field}: "), raised.value
+        assert db.call(lambda s: len(s.exec(select(Seller)).all())) == 1
+    finally:
+        db.dispose()
 
 
 @pytest.mark.parametrize("subject", ["Winter teas\r\nBcc: x", "Winter \u202eteas", "=?utf-8?q?x?="])
