@@ -93,10 +93,16 @@ class Context:
         return self._config
 
     def database(self) -> Database:
+        """The configured database, migrated; closed when the command ends.
+
+        Closed by the command, not left to the end of the process: a program
+        that runs commands in its own process (click's ``CliRunner`` among them)
+        would otherwise keep a PostgreSQL connection open per command."""
         try:
             db = Database(self.config.database)
         except OSError as exc:
             raise StorageUnavailable(f"cannot open the database: {exc}") from None
+        click.get_current_context().call_on_close(db.dispose)
         db.migrate()
         return db
 
