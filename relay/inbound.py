@@ -111,6 +111,12 @@ class InboundHandler:
         self._idle = asyncio.Event()
         self._idle.set()
 
+    @property
+    def busy(self) -> bool:
+        """Whether a message is being processed (between DATA and its reply): its
+        deliveries, if any, are not queued yet."""
+        return self._in_data > 0
+
     async def drain(self, timeout: float) -> bool:
         """Wait until no DATA is being processed; False if ``timeout`` ran out first."""
         try:

@@ -242,6 +242,22 @@ class OutboundWorker:
         self._sending: set[int] = set()
         """Ids of the deliveries this worker holds a lease on and is working on."""
         self._slots = asyncio.Semaphore(config.delivery.concurrency)
+        self.passes = 0
+        """Claims of due deliveries made so far, whatever they found.  With
+        ``in_flight`` it tells "nothing was due when the worker last looked" from
+        "it has not looked yet": a claim counted after some moment saw the queue
+        as it was at that moment or later, and what it took is in ``in_flight``
+        by the time it is counted."""
+
+    @property
+    def in_flight(self) -> int:
+        """Deliveries this worker has claimed and not yet finished with.
+
+        Zero here and no pending delivery in the database means the relay will
+        send nothing more until new mail is queued: the state in which a check
+        that something was *not* delivered proves it, instead of hoping that
+        a wait was long enough."""
+        return len(self._inflight)
 
     def wake(self) -> None:
         self._wake.set()
@@ -272,6 +288,7 @@ class OutboundWorker:
             self._wake.clear()
             free = self.config.delivery.concurrency - len(self._inflight)
             claimed: list[queue.Claimed] = []
+            failed = False
             if free > 0:
                 try:
                     claimed = await self.db.awrite(
@@ -283,10 +300,13 @@ class OutboundWorker:
                     )
                 except StorageUnavailable as exc:
                     log.warning("cannot claim deliveries: %s", exc)
+                    failed = True
             for item in claimed:
                 task = asyncio.create_task(self._deliver(item))
                 self._inflight.add(task)
                 task.add_done_callback(self._done)
+            if free > 0 and not failed:
+                self.passes += 1
             if claimed and len(claimed) == free:
                 await self._wait(0)  # there may be more due: loop at once when a slot frees
                 continue

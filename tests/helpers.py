@@ -1,18 +1,29 @@
 """Test building blocks: a recording (and fault-injecting) downstream SMTP sink,
-a relay started in the test's own event loop, and small helpers to send mail.
+a relay started in the test's own event loop, small helpers to send mail, to
+wait until the relay is idle, and to run the ``relay`` command: in this process
+(click's CliRunner) or, where the process itself is what a test is about
+(signals, start and stop, what a real process prints), as a process.
 
-Everything talks real SMTP over loopback, binds port 0 and uses a real
-database; nothing of the relay is mocked.
+Everything talks real SMTP over loopback, binds port 0 (or a port just found
+free) and uses a real database; nothing of the relay is mocked.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email
 import email.policy
+import json
+import os
+import signal
+import socket
 import ssl
+import subprocess
+import sys
+import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -20,9 +31,11 @@ from typing import Any
 
 import aiosmtplib
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from click.testing import CliRunner
 
-from relay import store
+from relay import queue, store
 from relay.app import Relay
+from relay.cli import main as relay_main
 from relay.config import (
     ArchiveConfig,
     CampaignsConfig,
@@ -36,7 +49,9 @@ from relay.config import (
     SmarthostConfig,
     SmtpConfig,
     UnsubscribeConfig,
+    load_config,
 )
+from relay.db import Database
 
 DOMAIN = "marketplace.example.com"
 DATA = Path(__file__).parent / "data"
@@ -157,6 +172,48 @@ async def wait_until_async(cond: Callable[[], Awaitable[bool]], timeout: float =
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.05)
+
+
+def pending_deliveries(db: Database) -> int:
+    """Deliveries not finished yet: due, leased to a worker, or waiting for a retry."""
+    count, _oldest = db.call(queue.pending_summary)
+    return count
+
+
+async def queue_empty(config_file: Path) -> bool:
+    """Whether no delivery is pending in the database that ``config_file`` names:
+    ``wait_idle`` for a relay that runs as a process of its own."""
+
+    def check() -> bool:
+        db = Database(load_config(config_file).database)
+        try:
+            return pending_deliveries(db) == 0
+        finally:
+            db.dispose()
+
+    return await asyncio.to_thread(check)
+
+
+async def wait_idle(*relays: Relay, timeout: float = 15) -> None:
+    """Wait until ``relays`` have nothing left to send: no message between DATA and
+    its reply, no delivery pending in the database (due, leased or waiting for a
+    retry), and no delivery in flight in their workers.
+
+    From then on nothing reaches the sink unless the test sends more mail, so a
+    check that something did *not* arrive, made after this, proves it instead of
+    betting that a pause was long enough.  A relay that keeps a delivery pending
+    (a retry, a duplicate about to be sent) never gets here: the wait fails.
+    """
+
+    async def idle() -> bool:
+        if any(r.handler is not None and r.handler.busy for r in relays):
+            return False
+        for r in relays:
+            if await asyncio.to_thread(pending_deliveries, r.db):
+                return False
+        return all(r.worker is None or r.worker.in_flight == 0 for r in relays)
+
+    await wait_until_async(idle, timeout)
 
 
 def make_config(
@@ -298,3 +355,177 @@ async def send_null_sender(relay: Relay, data: bytes, *, recipients: Sequence[st
     client = aiosmtplib.SMTP(hostname="127.0.0.1", port=relay.port, timeout=30)
     async with client:
         await client.sendmail("", list(recipients), data)
+
+
+# --- the relay command ------------------------------------------------------------------
+
+RELAY = str(Path(sys.executable).with_name("relay"))
+"""The ``relay`` console script of this Python, for tests that need a real process."""
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now, for a ``relay serve`` process to bind."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class CliResult:
+    """What a ``relay`` command printed, and its exit status."""
+
+    args: Sequence[str | bytes]
+    code: int
+    raw: bytes
+    """Standard output, as bytes (``archive show --raw`` prints a message as received)."""
+    err: str
+
+    @property
+    def out(self) -> str:
+        """Standard output of a command that succeeded."""
+        assert self.code == 0, self
+        return self.raw.decode("utf-8")
+
+    def json(self) -> Any:
+        """The JSON a command printed (``--json``); it must have succeeded."""
+        assert self.code == 0, self
+        return json.loads(self.raw)
+
+    def failed(self, code: int = 1) -> str:
+        """The one-line error of a failed request (exit status 1), or the usage
+        text of a usage error (2): nothing on standard output either way."""
+        assert self.code == code, self
+        assert self.raw == b"", self
+        if code == 1:
+            assert self.err.startswith("error: ") and self.err.count("\n") == 1, self
+        else:
+            assert self.err.startswith("Usage: relay "), self
+        return self.err.strip()
+
+
+_INVOKING = threading.Lock()
+"""CliRunner swaps ``sys.stdout`` and ``sys.stderr`` for the whole process, and
+``cwd`` is the process's: one invocation at a time, whichever thread it comes from."""
+
+
+def relay_cli(
+    *args: str | bytes, env: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> CliResult:
+    """``relay ARGS``, run in this process by click's CliRunner: no Python start-up.
+
+    ``RELAY_CONFIG`` is unset unless ``env`` sets it; ``cwd`` is the working
+    directory during the command (where ``config/relay.yaml`` is looked for by
+    default), the test's own otherwise.  Bytes arguments reach the
+    command as Python decodes a process's arguments (``os.fsdecode``).  An
+    exception that escapes the command fails the test, as a traceback would in
+    a process.  It blocks: from a coroutine, call it with ``asyncio.to_thread``
+    so that a relay or a sink in the event loop goes on answering meanwhile.
+    """
+    environ: dict[str, str | None] = {"RELAY_CONFIG": None, **(env or {})}
+    argv = [a if isinstance(a, str) else os.fsdecode(a) for a in args]
+    with _INVOKING, contextlib.chdir(cwd or Path.cwd()):
+        result = CliRunner().invoke(
+            relay_main, argv, prog_name="relay", env=environ, catch_exceptions=False
+        )
+    return CliResult(args, result.exit_code, result.stdout_bytes, result.stderr)
+
+
+def relay_process(*args: str | bytes, cwd: Path) -> CliResult:
+    """``relay ARGS`` as a process of its own, in ``cwd``, without ``RELAY_CONFIG``:
+    for what only a real process shows (``serve`` binding a port, its stderr)."""
+    env = {k: v for k, v in os.environ.items() if k != "RELAY_CONFIG"}
+    proc = subprocess.run([RELAY, *args], cwd=cwd, env=env, capture_output=True, timeout=60)
+    return CliResult(args, proc.returncode, proc.stdout, proc.stderr.decode("utf-8", "replace"))
+
+
+async def cli(config: Path, *args: str) -> Any:
+    """``relay -c config ARGS --json``, which must succeed: its output, parsed."""
+    result = await asyncio.to_thread(relay_cli, "-c", str(config), *args, "--json")
+    return result.json()
+
+
+def config_file(config: RelayConfig, path: Path) -> Path:
+    """``config`` written to ``path`` as a file for the ``relay`` command (JSON is YAML)."""
+    path.write_text(json.dumps(config.model_dump(mode="json")), encoding="utf-8")
+    return path
+
+
+def write_config(tmp: Path, *, smtp_port: int, sink_port: int, url: str | None = None) -> Path:
+    """A config file in ``tmp`` for ``relay serve``: SMTP on ``smtp_port``,
+    delivery to a sink on ``sink_port``, fast retries; the database at ``url``,
+    or SQLite under ``tmp``."""
+    path = tmp / "relay.yaml"
+    path.write_text(
+        f"""
+smtp: {{host: 127.0.0.1, port: {smtp_port}, hostname: mx.crash.test}}
+database: {{url: "{url or "sqlite:///state/relay.db"}"}}
+archive: {{path: state/archive}}
+delivery:
+  mode: smtp
+  smtp: {{host: 127.0.0.1, port: {sink_port}, timeout: 5}}
+  retry: {{initial_delay: 0.2, max_delay: 0.5, give_up_after: 120}}
+  poll_interval: 0.2
+filters: {{rules: filters.yaml}}
+dkim: {{private_key: state/dkim.key}}
+campaigns: {{unsubscribe: {{listen: "127.0.0.1:0"}}}}
+""",
+        encoding="utf-8",
+    )
+    (tmp / "filters.yaml").write_text("rules: []\n", encoding="utf-8")
+    return path
+
+
+async def seller_token(config: Path) -> str:
+    """Registers a seller and an order with maria@buyer.example; the seller's token."""
+    seller = await cli(
+        config, "seller", "add", "--name", "Crafts", "--email", "shop@seller.example"
+    )
+    order = await cli(
+        config, "order", "add", "O-1", "--buyer", "maria@buyer.example",
+        "--seller", str(seller["seller_id"]),
+    )  # fmt: skip
+    token: str = order["seller_token"]
+    return token
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    config: Path, port: int, *extra: str, log: Path | None = None
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``relay serve -c config EXTRA`` as a process, once it listens on ``port``.
+
+    Its standard error is a pipe (``communicate()`` after it exits), or the file
+    ``log``, which a test can read while it runs.  Killed with its process group
+    (its workers) if still running at the end.
+    """
+    with contextlib.ExitStack() as files:
+        stderr = files.enter_context(log.open("ab")) if log else asyncio.subprocess.PIPE
+        proc = await asyncio.create_subprocess_exec(
+            RELAY, "serve", "-c", str(config), *extra,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,  # its own process group: workers included in the cleanup
+        )  # fmt: skip
+        try:
+
+            async def up() -> bool:
+                assert proc.returncode is None, f"relay serve exited with {proc.returncode}"
+                return await _listening(port)
+
+            await wait_until_async(up, timeout=20)
+            yield proc
+        finally:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
+
+
+async def _listening(port: int) -> bool:
+    try:
+        _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    writer.close()
+    return True

@@ -13,25 +13,23 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import Sink, start_sink
-from tests.test_crash import RELAY, cli, free_port, serving, write_config
+from tests.helpers import (
+    cli,
+    free_port,
+    relay_cli,
+    serving,
+    start_sink,
+    wait_until_async,
+    write_config,
+)
 
 FOLLOWERS = 8
 
 
 async def run(config: Path, *args: str) -> tuple[int, str, str]:
     """``relay -c config ARGS``: (status, stdout, stderr)."""
-    proc = await asyncio.create_subprocess_exec(
-        RELAY,
-        "-c",
-        str(config),
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    result = await asyncio.to_thread(relay_cli, "-c", str(config), *args)
+    return result.code, result.raw.decode(), result.err
 
 
 def campaign_config(tmp_path: Path, database_url: str) -> tuple[Path, int, int, int]:
@@ -44,14 +42,6 @@ def campaign_config(tmp_path: Path, database_url: str) -> tuple[Path, int, int, 
     )
     config.write_text(text, encoding="utf-8")
     return config, smtp_port, sink_port, http_port
-
-
-async def received(sink: Sink, count: int, timeout: float = 20) -> list[Any]:
-    for _ in range(int(timeout / 0.1)):
-        if len(sink.messages) >= count:
-            break
-        await asyncio.sleep(0.1)
-    return sink.messages
 
 
 async def test_a_campaign_from_the_cli_over_five_days(tmp_path: Path, database_url: str) -> None:
@@ -138,16 +128,18 @@ async def test_a_campaign_from_the_cli_over_five_days(tmp_path: Path, database_u
             assert max(per_pass) < FOLLOWERS  # spread, not one burst
             assert sum(1 for n in per_pass if n) >= 3
 
-            messages = await received(sink, FOLLOWERS)
+            messages = await sink.wait_for(FOLLOWERS, timeout=20)
             assert sorted(r for m in messages for r in m.rcpt_tos) == sorted(
                 f"c{i}@buyer.example" for i in range(FOLLOWERS)
             )
-            shown = await cli(config, "campaign", "show", "1")
-            for _ in range(100):
-                if shown["report"]["delivered"] == FOLLOWERS:
-                    break
-                await asyncio.sleep(0.1)
+            shown: dict[str, Any] = {}
+
+            async def all_delivered() -> bool:
+                nonlocal shown
                 shown = await cli(config, "campaign", "show", "1")
+                return bool(shown["report"]["delivered"] == FOLLOWERS)
+
+            await wait_until_async(all_delivered)
             assert shown["status"] == "completed"
             assert shown["report"]["planned"] == FOLLOWERS
             assert shown["report"]["sent"] == FOLLOWERS

@@ -60,12 +60,10 @@ from relay.clock import as_utc
 from relay.compose import leaks
 from relay.config import CampaignsConfig, RelayConfig, UnsubscribeConfig
 from relay.models import Delivery, Direction, Message
-from tests.helpers import Received, Sink, make_config, wait_until_async
+from tests.helpers import Received, Sink, make_config, wait_idle, wait_until_async
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
-SETTLE = 0.8
-"""Seconds to wait, after the expected messages arrived, for any that should not."""
 
 
 HANDED_OVER = (SendStatus.SENT, SendStatus.DELIVERED)
@@ -236,10 +234,11 @@ def by_recipient(messages: Iterable[Received]) -> dict[str, Counter[int]]:
     return out
 
 
-async def settled(sink: Sink, expected: int) -> list[Received]:
-    """The sink's messages once ``expected`` arrived and nothing more came after."""
+async def settled(relay: Relay, sink: Sink, expected: int, *others: Relay) -> list[Received]:
+    """The sink's messages once ``expected`` arrived and the relay (and ``others``)
+    have nothing left to send: exactly ``expected``, none still to come."""
     await sink.wait_for(expected)
-    await asyncio.sleep(SETTLE)
+    await wait_idle(relay, *others)
     assert len(sink.messages) == expected, [recipient_of(m) for m in sink.messages]
     return sink.messages
 
@@ -302,7 +301,7 @@ async def test_one_campaign_spreads_over_its_five_day_window(relay: Relay, sink:
         assert window.start <= as_utc(send.due_at) < window.end
         assert send.status in HANDED_OVER
 
-    received = await settled(sink, len(emails))
+    received = await settled(relay, sink, len(emails))
     assert by_recipient(received) == {e: Counter({campaign: 1}) for e in emails}
     assert status(relay, campaign) is CampaignStatus.COMPLETED
 
@@ -339,7 +338,7 @@ async def test_overlapping_campaigns_of_a_brand_reach_each_customer_once(
     follow(relay, world, late)  # they follow after the first campaign started
 
     await drive(relay, sink, times(start + 6 * HOUR, start + 8 * DAY, 6 * HOUR))
-    received = await settled(sink, len(early) + len(late))
+    received = await settled(relay, sink, len(early) + len(late))
     assert by_recipient(received) == {
         **{e: Counter({first: 1}) for e in early},
         **{e: Counter({second: 1}) for e in late},
@@ -370,7 +369,7 @@ async def test_seven_days_apart_reach_again_six_do_not_and_brands_are_apart(
 
     start = rules.day_start(d)
     await drive(relay, sink, times(start, start + 13 * DAY, 12 * HOUR))
-    received = await settled(sink, 3 * len(customers))
+    received = await settled(relay, sink, 3 * len(customers))
     expected = Counter({silk_first: 1, silk_later: 1, coffee_first: 1})
     assert by_recipient(received) == dict.fromkeys(customers, expected)
 
@@ -418,7 +417,7 @@ async def test_two_relays_sending_overlapping_campaigns_send_each_customer_one(
 
         assert sorted(c for r in reports for c in r.started) == [first, second]
         assert sum(r.outcomes.get(SendStatus.SENT.value, 0) for r in reports) == len(customers)
-        received = await settled(sink, len(customers))
+        received = await settled(relay, sink, len(customers), other)
         counts = by_recipient(received)
         assert sorted(counts) == sorted(customers)
         assert all(sum(c.values()) == 1 for c in counts.values()), counts
@@ -502,7 +501,7 @@ async def test_promotion_cancelled_while_sending_suspends_and_withdraws_the_rest
 
     later = await drive(relay, sink, times(slots[4] + HOUR, start + 6 * DAY, 12 * HOUR))
     assert all(not r.outcomes for r in later)
-    await settled(sink, 4)
+    await settled(relay, sink, 4)
     summary = report(relay, campaign)
     assert (summary["sent"], summary["withdrawn"], summary["pending"]) == (
         4,
@@ -557,7 +556,7 @@ async def test_campaign_message_headers_dkim_and_footer(
     campaign = approved_campaign(relay, world, d, subject="Pearls for Tết")
     start = rules.day_start(d)
     await drive(relay, sink, [start, start + 5 * DAY])
-    received = await settled(sink, 2)
+    received = await settled(relay, sink, 2)
     assert relay.unsubscribe is not None
     domain = relay.config.marketplace.domain
     records = {f"relay._domainkey.{domain}.".encode(): dkim_key[1].encode()}
@@ -638,7 +637,7 @@ async def test_one_click_unsubscribe_and_opt_out_stop_campaign_mail(
     # The global opt-out, after the campaign started and before w's turn.
     relay.db.write(lambda s: store.set_opt_out(s, w, True))
     await run_pass(relay, sink, start + 5 * DAY)
-    received = await settled(sink, 3)
+    received = await settled(relay, sink, 3)
     assert by_recipient(received) == {
         u: Counter({flowers_1: 1, lanterns_1: 1}),
         v: Counter({flowers_1: 1}),
@@ -676,7 +675,7 @@ async def test_one_click_unsubscribe_and_opt_out_stop_campaign_mail(
     assert code == 200  # again: nothing changes
 
     await run_pass(relay, sink, second_start + 5 * DAY)
-    received = await settled(sink, 5)
+    received = await settled(relay, sink, 5)
     assert by_recipient(received[3:]) == {
         u: Counter({lanterns_2: 1}),  # still follows the other brand
         v: Counter({flowers_2: 1}),
@@ -689,7 +688,7 @@ async def test_one_click_unsubscribe_and_opt_out_stop_campaign_mail(
     flowers_3 = approved_campaign(relay, flowers, d + timedelta(days=14), subject="Autumn")
     third_start = rules.day_start(d + timedelta(days=14))
     await drive(relay, sink, [third_start, third_start + 5 * DAY])
-    received = await settled(sink, 6)
+    received = await settled(relay, sink, 6)
     assert by_recipient(received[5:]) == {v: Counter({flowers_3: 1})}
     assert (report(relay, flowers_3)["planned"], report(relay, flowers_3)["sent"]) == (1, 1)
 
@@ -723,7 +722,7 @@ async def test_a_refused_campaign_message_counts_as_bounced_without_a_notice(
         return bool(summary["bounced"] == 1 and summary["delivered"] == 2)
 
     await wait_until_async(outcome_known)
-    received = await settled(sink, 2)
+    received = await settled(relay, sink, 2)
     assert sorted(recipient_of(m) for m in received) == sorted(set(customers) - {refused})
     assert all(m.mail_from.startswith("bounce+") for m in received)  # no notice (null sender)
     summary = report(relay, campaign)

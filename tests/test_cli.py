@@ -1,21 +1,16 @@
-"""The ``relay`` command as admins and the marketplace back end run it: a real
-process, a config file in the test's directory, JSON or readable lines on stdout,
-and one-line errors with exit status 1 (request) or 2 (usage), never a traceback."""
+"""The ``relay`` command as admins and the marketplace back end run it: a config
+file in the test's directory, JSON or readable lines on stdout, and one-line
+errors with exit status 1 (request) or 2 (usage), never a traceback.  Commands
+run in this process (click's CliRunner); ``serve`` failing to bind runs as a
+real process, whose output is the point."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import re
 import socket
-import subprocess
-import sys
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlmodel import Session, select
@@ -26,53 +21,26 @@ from relay.config import RelayConfig, load_config
 from relay.db import Database
 from relay.dkim_sign import rsa_txt_record
 from relay.models import Buyer, Delivery, DeliveryStatus, Message
-from tests.helpers import Parties, Sink, build, send, wait_until
+from tests.helpers import (
+    CliResult,
+    Parties,
+    Sink,
+    build,
+    relay_cli,
+    relay_process,
+    send,
+    wait_until,
+)
 
-RELAY = str(Path(sys.executable).with_name("relay"))
 DOMAIN = "cli.example.org"
 TOKEN = re.compile(rf"^[a-z0-9]{{16}}@{re.escape(DOMAIN)}$")
 
 
-@dataclass
-class Result:
-    args: Sequence[str | bytes]
-    code: int
-    raw: bytes
-    err: str
-
-    @property
-    def out(self) -> str:
-        """Standard output of a command that succeeded."""
-        assert self.code == 0, self
-        return self.raw.decode("utf-8")
-
-    def json(self) -> Any:
-        assert self.code == 0, self
-        return json.loads(self.raw)
-
-    def failed(self, code: int = 1) -> str:
-        """The one-line error of a failed request (or the usage text, for code 2)."""
-        assert self.code == code, self
-        assert self.raw == b"", self
-        if code == 1:
-            assert self.err.startswith("error: ") and self.err.count("\n") == 1, self
-        else:
-            assert self.err.startswith("Usage: relay "), self
-        return self.err.strip()
-
-
-def run(*args: str | bytes, cwd: Path) -> Result:
-    env = {k: v for k, v in os.environ.items() if k != "RELAY_CONFIG"}
-    proc = subprocess.run([RELAY, *args], cwd=cwd, env=env, capture_output=True, timeout=60)
-    result = Result(args, proc.returncode, proc.stdout, proc.stderr.decode("utf-8", "replace"))
+def run(*args: str | bytes) -> CliResult:
+    """``relay ARGS``, in this process: its output, exit status and error text."""
+    result = relay_cli(*args)
     assert "Traceback" not in result.err, result
     return result
-
-
-def run_all(calls: Sequence[Sequence[str | bytes]], cwd: Path) -> list[Result]:
-    """Independent invocations side by side: each one pays a Python start-up."""
-    with ThreadPoolExecutor(4) as pool:
-        return list(pool.map(lambda args: run(*args, cwd=cwd), calls))
 
 
 class Cli:
@@ -80,11 +48,12 @@ class Cli:
         self.root = root
         self.config = config
 
-    def __call__(self, *args: str | bytes) -> Result:
-        return run("-c", str(self.config), *args, cwd=self.root)
+    def __call__(self, *args: str | bytes) -> CliResult:
+        return run("-c", str(self.config), *args)
 
-    def all(self, *calls: Sequence[str | bytes]) -> list[Result]:
-        return run_all([["-c", str(self.config), *c] for c in calls], cwd=self.root)
+    def all(self, *calls: Sequence[str | bytes]) -> list[CliResult]:
+        """Independent invocations, one after the other."""
+        return [self(*c) for c in calls]
 
     def db(self) -> Database:
         return Database(load_config(self.config).database)
@@ -119,7 +88,7 @@ dkim: {{selector: relay, private_key: keys/relay.key}}
 def test_sellers(cli: Cli) -> None:
     first = run(
         "seller", "add", "--name", "Hà Nội Crafts", "--email", "shop@seller.example",
-        "--email", "Sales@Seller.example", "--json", "-c", str(cli.config), cwd=cli.root,
+        "--email", "Sales@Seller.example", "--json", "-c", str(cli.config),
     )  # fmt: skip
     assert first.json() == {"seller_id": 1}
     second = cli("--json", "seller", "add", "--name", "Other", "--email", "other@seller.example")
@@ -448,14 +417,11 @@ campaigns: {{unsubscribe: {{listen: "127.0.0.1:0"}}}}
             .replace("blocker/relay.key", "state/relay.key"),
             encoding="utf-8",
         )
-        no_db, no_key, in_use = run_all(
-            [
-                ["-c", str(config), "archive", "list"],
-                ["-c", str(config), "dkim", "keygen"],
-                ["serve", "-c", str(other)],
-            ],
-            cwd=tmp_path,
-        )
+        no_db = run("-c", str(config), "archive", "list")
+        no_key = run("-c", str(config), "dkim", "keygen")
+        # A real process: what ``serve`` prints when it cannot bind, and its status.
+        in_use = relay_process("serve", "-c", str(other), cwd=tmp_path)
+        assert "Traceback" not in in_use.err, in_use
     assert no_db.failed().startswith("error: cannot open the database: ")
     assert no_key.failed().startswith(f"error: cannot write the key {tmp_path / 'blocker'}")
     assert in_use.code == 1, in_use

@@ -17,7 +17,7 @@ import socket
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import aiosmtplib
@@ -27,6 +27,7 @@ from aiosmtpd.smtp import Session as SmtpSession
 from sqlmodel import Session, select
 
 from relay.app import Relay
+from relay.clock import as_utc
 from relay.config import DatabaseConfig, RelayConfig
 from relay.db import Database
 from relay.models import Delivery, DeliveryAttempt, DeliveryStatus, utcnow
@@ -36,12 +37,17 @@ from tests.helpers import (
     SinkHandler,
     build,
     buyer_writes,
+    cli,
+    free_port,
     make_config,
+    queue_empty,
     register,
     send,
+    serving,
+    wait_idle,
     wait_until,
+    wait_until_async,
 )
-from tests.test_crash import cli, free_port, serving
 
 LEASE = 2.0
 """``delivery.claim_timeout`` of the relays that get killed: short, to keep the test fast."""
@@ -93,7 +99,7 @@ async def test_two_relays_deliver_each_message_exactly_once(
         await asyncio.gather(*(one(i) for i in range(count)))
         await sink.wait_for(count, timeout=30)
         await assert_all_delivered_once(relays[0], count)
-        await asyncio.sleep(0.5)  # a duplicate would arrive by now
+        await wait_idle(*relays)  # a duplicate would be pending or in flight until sent
         subjects = Counter(str(m.message["Subject"]) for m in sink.messages)
         assert subjects == {f"cluster {i}": 1 for i in range(count)}
         assert sum(t.sent for t in transports) == count
@@ -234,7 +240,8 @@ async def test_a_relay_killed_mid_delivery_leaves_it_to_the_other_after_the_leas
         assert got.rcpt_tos == ["shop@s.example"]
         (completed,) = handler.completed_at
         assert completed >= until, "sent again only once the killed relay's lease ran out"
-        await asyncio.sleep(0.3)  # a second copy would arrive by now
+        # Recorded as delivered: the survivor has nothing left to send, the other is dead.
+        await wait_until_async(lambda: queue_empty(configs["b"]), timeout=10)
         assert len(sink.messages) == 1
 
         survivor.send_signal(signal.SIGTERM)
@@ -287,12 +294,25 @@ async def test_a_delivery_longer_than_its_lease_is_not_sent_twice(
         parties = register(relay)
         await buyer_writes(relay, parties, subject="slow smarthost")
         await asyncio.wait_for(handler.stalled.wait(), 10)
-        await asyncio.sleep(3)  # three leases long
+        worker = relay.worker
+        assert worker is not None and worker.in_flight == 1
+        _owner, until = await asyncio.to_thread(lease_of_the_only_delivery, database_url)
+        # The smarthost stalls for three leases: past the end of the first lease...
+        three_leases = as_utc(until) + timedelta(seconds=2 * config.delivery.claim_timeout)
+        await wait_until(lambda: utcnow() > three_leases, timeout=15)
+        # ... and the worker has looked at the queue twice since then (so at least
+        # once wholly after): had the lease run out, that look would have claimed
+        # the row again, and a second attempt would be in flight or at the sink.
+        looked = worker.passes
+        await wait_until(lambda: worker.passes >= looked + 2, timeout=15)
+        assert worker.in_flight == 1
         assert sink.messages == []  # no second copy while the first is in flight
+        owner, renewed = await asyncio.to_thread(lease_of_the_only_delivery, database_url)
+        assert owner == worker.worker and as_utc(renewed) > three_leases
         handler.release.set()  # the stalled attempt gets a 451 and is retried
         (got,) = await sink.wait_for(1, timeout=15)
         assert got.message["Subject"] == "slow smarthost"
-        await asyncio.sleep(0.5)
+        await wait_idle(relay)
         assert len(sink.messages) == 1
     finally:
         await relay.stop()

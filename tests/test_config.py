@@ -4,12 +4,8 @@ and errors that name the file, the line and the problem, never a traceback."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -19,10 +15,10 @@ import pytest
 from relay.config import RelayConfig, load_config
 from relay.filters import Action, MessageView, Role, load_rules
 from relay.yamlload import ConfigError
+from tests.helpers import CliResult, relay_cli
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "config" / "relay.yaml"
-RELAY = str(Path(sys.executable).with_name("relay"))
 
 # The contract's example, verbatim: operators' tooling writes exactly these keys.
 CONTRACT_EXAMPLE = """\
@@ -483,29 +479,16 @@ def test_without_a_registry_every_kind_is_unknown(tmp_path: Path) -> None:
 # --- the command: -c, RELAY_CONFIG, check-config -------------------------------------
 
 
-@dataclass
-class Result:
-    args: Sequence[str]
-    code: int
-    out: str
-    err: str
-
-
-def relay(*args: str, cwd: Path, env: dict[str, str] | None = None) -> Result:
-    environ = {k: v for k, v in os.environ.items() if k != "RELAY_CONFIG"}
-    environ.update(env or {})
-    proc = subprocess.run(
-        [RELAY, *args], cwd=cwd, env=environ, capture_output=True, text=True, timeout=60
-    )
-    result = Result(args, proc.returncode, proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr, result
+def relay(*args: str, cwd: Path, env: dict[str, str] | None = None) -> CliResult:
+    """``relay ARGS`` in this process, with ``cwd`` as the working directory."""
+    result = relay_cli(*args, env=env, cwd=cwd)
+    assert "Traceback" not in result.err, result
     return result
 
 
-def relay_all(calls: Sequence[tuple[Sequence[str], dict[str, str]]], cwd: Path) -> list[Result]:
-    """Independent invocations, run side by side (each one is a Python start-up)."""
-    with ThreadPoolExecutor(4) as pool:
-        return list(pool.map(lambda c: relay(*c[0], cwd=cwd, env=c[1]), calls))
+def relay_all(calls: Sequence[tuple[Sequence[str], dict[str, str]]], cwd: Path) -> list[CliResult]:
+    """Independent invocations, one after the other."""
+    return [relay(*args, cwd=cwd, env=env) for args, env in calls]
 
 
 def good_setup(root: Path) -> Path:
@@ -579,7 +562,7 @@ rules:
         cwd=tmp_path,
     )
     for r in results:
-        assert r.code == 2 and r.out == "", r
+        assert r.code == 2 and r.raw == b"", r
     lines = [r.err.splitlines() for r in results]
     assert lines[0] == [
         f"{bad}:6: marketplace.domain: must be a domain name such as marketplace.example.com",

@@ -22,6 +22,7 @@ from tests.helpers import (
     register,
     seller_writes,
     send_null_sender,
+    wait_idle,
     wait_until,
 )
 
@@ -78,7 +79,7 @@ async def test_temporary_failures_only_delay(
     assert got.rcpt_tos == [parties.seller]
     await wait_until(lambda: rows(relay) == [(Direction.BUYER_TO_SELLER, MS.DELIVERED)])
     assert attempts(relay) == ["deferred", "deferred", "delivered"]
-    await asyncio.sleep(0.3)
+    await wait_idle(relay)
     assert len(sink.messages) == 1
 
 
@@ -120,7 +121,7 @@ async def test_permanent_failure_gives_exactly_one_notice(
             == [(Direction.SELLER_TO_BUYER, MS.FAILED), (Direction.NOTICE, MS.DELIVERED)]
         )
     )
-    await asyncio.sleep(0.5)
+    await wait_idle(relay)
     assert len(sink.messages) == 1
 
 
@@ -197,7 +198,7 @@ async def test_hard_bounce_dsn_notifies_the_sender_once(
         return s.exec(select(Delivery).order_by(Delivery.id)).first().status  # type: ignore[arg-type,union-attr]
 
     assert relay.db.call(status) is DeliveryStatus.BOUNCED
-    await asyncio.sleep(0.3)
+    await wait_idle(relay)
     assert len(sink.messages) == 2
 
 
@@ -208,7 +209,7 @@ async def test_soft_bounce_dsn_is_recorded(relay: Relay, sink: Sink, parties: Pa
     await send_null_sender(relay, report, recipients=[delivered.mail_from])
     await wait_until(lambda: "dsn_delayed" in attempts(relay))
     assert rows(relay) == [(Direction.BUYER_TO_SELLER, MS.DELIVERED)]
-    await asyncio.sleep(0.3)
+    await wait_idle(relay)
     assert len(sink.messages) == 1
 
 

@@ -9,10 +9,7 @@ Rules are written to the test config's rules file and loaded with ``relay.reload
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import shutil
-import sys
 import textwrap
 import unicodedata
 from dataclasses import dataclass, field
@@ -29,9 +26,9 @@ from relay.config import RelayConfig
 from relay.filters.html import scan
 from relay.models import Delivery, Direction, Message, MessageStatus
 from tests import filegen
-from tests.helpers import Parties, Sink, build, send, wait_until
+from tests.helpers import Parties, Sink, build, cli, send, wait_idle, wait_until
+from tests.helpers import config_file as write_config_file
 
-RELAY_BIN = str(Path(sys.executable).with_name("relay"))
 SHIPPED_RULES = Path(__file__).resolve().parent.parent / "config" / "filters.yaml"
 DOCX_TYPE = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 
@@ -246,27 +243,7 @@ def notes(msg: EmailMessage, marketplace: str) -> list[str]:
 @pytest.fixture
 def config_file(config: RelayConfig, tmp_path: Path) -> Path:
     """The test relay's configuration as a file for the ``relay`` command (JSON is YAML)."""
-    path = tmp_path / "relay.yaml"
-    path.write_text(json.dumps(config.model_dump(mode="json")), encoding="utf-8")
-    return path
-
-
-async def cli(config_file: Path, *args: str) -> Any:
-    env = {k: v for k, v in os.environ.items() if k != "RELAY_CONFIG"}
-    proc = await asyncio.create_subprocess_exec(
-        RELAY_BIN,
-        "-c",
-        str(config_file),
-        *args,
-        "--json",
-        cwd=config_file.parent,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await proc.communicate()
-    assert proc.returncode == 0, err.decode()
-    return json.loads(out)
+    return write_config_file(config, tmp_path / "relay.yaml")
 
 
 # --- 1. every match kind hits ---------------------------------------------------------
@@ -426,7 +403,7 @@ async def test_quarantine_then_release_and_reject_from_the_cli(
         ("only-pdf", "strip"),
     }
     assert hit_summary(relay, second.id) == {("bulk-mailer", "quarantine")}
-    await asyncio.sleep(0.5)  # several delivery polls
+    await wait_idle(relay)
     assert sink.messages == []  # nothing delivered, no notice
     assert deliveries(relay, first.id) == [] and deliveries(relay, second.id) == []
 

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from sqlmodel import Session, select
 
 from relay import store
 from relay.app import Relay
 from relay.models import Direction, Message, MessageStatus
-from tests.helpers import Parties, Sink, build, buyer_writes, register, send, wait_until
+from tests.helpers import (
+    Parties,
+    Sink,
+    build,
+    buyer_writes,
+    register,
+    send,
+    wait_idle,
+    wait_until,
+)
 
 
 def messages(relay: Relay) -> list[Message]:
@@ -61,7 +68,7 @@ async def test_opted_out_buyer_is_not_written_to_and_seller_gets_one_notice(
     assert blocked.direction is Direction.SELLER_TO_BUYER
     assert archived_notice.direction is Direction.NOTICE
     assert archived_notice.about_message_id == blocked.id
-    await asyncio.sleep(0.3)
+    await wait_idle(relay)
     assert len(sink.messages) == 1  # the buyer got nothing
 
 
@@ -134,7 +141,7 @@ async def test_no_notice_for_automatic_mail(
     opt_out(relay, parties.buyer)
     await seller_writes(relay, parties, "Out of office", **headers)
     await wait_until(lambda: [m.status for m in messages(relay)] == [MessageStatus.BLOCKED])
-    await asyncio.sleep(0.5)
+    await wait_idle(relay)
     assert sink.messages == []
     assert [m.direction for m in messages(relay)] == [Direction.SELLER_TO_BUYER]
 
@@ -156,6 +163,6 @@ async def test_a_failed_notice_is_not_answered(relay: Relay, sink: Sink, parties
             ]
         )
     )
-    await asyncio.sleep(0.5)
+    await wait_idle(relay)
     assert len(messages(relay)) == 2
     assert sink.messages == []

@@ -24,7 +24,7 @@ from relay import store
 from relay.app import Relay
 from relay.config import SmtpConfig
 from relay.tokenizer import TOKEN_LENGTH, new_token
-from tests.helpers import Parties, Sink, build, make_config, register, send
+from tests.helpers import Parties, Sink, build, make_config, register, send, wait_idle
 
 
 @pytest.mark.parametrize(
@@ -118,6 +118,7 @@ async def test_a_slow_drip_of_data_is_cut_off(
             answer = b""
         assert not answer.startswith(b"250")
         writer.close()
+        await wait_idle(relay)
         assert sink.messages == []
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 from relay.app import Relay
 from relay.config import RelayConfig, SmtpConfig
 from relay.parse import TRACE_HEADER
-from tests.helpers import Parties, Sink, build, buyer_writes, register, send
+from tests.helpers import Parties, Sink, build, buyer_writes, register, send, wait_idle
 
 
 async def refused_at_rcpt(relay: Relay, sender: str, rcpt: str) -> aiosmtplib.SMTPRecipientRefused:
@@ -187,7 +186,7 @@ async def test_database_unavailable_gives_451_and_sender_keeps_the_mail(
         with pytest.raises(aiosmtplib.SMTPDataError) as exc:
             await send(relay, msg, sender=parties.buyer, recipients=[parties.seller_token])
         assert exc.value.code == 451 and exc.value.message.startswith("4.3.0")
-    await asyncio.sleep(0.5)
+    await wait_idle(relay)
     assert sink.messages == []
     # The sender retries (as a real MTA does) and the message goes through.
     await send(relay, msg, sender=parties.buyer, recipients=[parties.seller_token])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,7 +17,7 @@ from relay.cli import main
 from relay.config import RelayConfig, SmarthostConfig, SmtpConfig
 from relay.models import Delivery, DeliveryAttempt
 from relay.tls import TlsError, generate_self_signed, server_context
-from tests.helpers import Sink, build, make_config, register, start_sink
+from tests.helpers import Sink, build, make_config, register, start_sink, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -182,10 +181,7 @@ async def test_an_untrusted_smarthost_certificate_is_retried_not_delivered(
         def attempts() -> list[DeliveryAttempt]:
             return list(relay.db.call(lambda s: s.exec(select(DeliveryAttempt)).all()))
 
-        for _ in range(200):
-            if attempts():
-                break
-            await asyncio.sleep(0.05)
+        await wait_until(lambda: bool(attempts()))
         (first, *_rest) = attempts()
         assert first.outcome == "deferred"
         assert "certificate verify failed" in first.reply.lower()
