@@ -20,8 +20,7 @@ from pathlib import Path
 
 import aiosmtplib
 
-from tests.helpers import build, wait_until
-from tests.test_crash import RELAY, cli, free_port, seller_token
+from tests.helpers import RELAY, build, cli, free_port, seller_token, wait_until
 
 RULE = """\
 rules:
