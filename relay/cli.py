@@ -680,6 +680,17 @@ def buyer_opt_in(ctx: Context, email: str) -> None:
 # --- archive -------------------------------------------------------------------
 
 
+LIMIT = click.option(
+    "--limit",
+    type=click.IntRange(1, 100000),
+    metavar="N",
+    default=100,
+    show_default=True,
+    help="At most N messages, 1 to 100000.",
+)
+"""The page size of the listing commands."""
+
+
 @main.group(name="archive")
 @common
 def archive_group() -> None:
@@ -690,14 +701,7 @@ def archive_group() -> None:
 @common
 @click.option("--conversation", "conversation_id", type=ID)
 @click.option("--status", type=click.Choice([s.value for s in MessageStatus]))
-@click.option(
-    "--limit",
-    type=click.IntRange(1, 100000),
-    metavar="N",
-    default=100,
-    show_default=True,
-    help="At most N messages, 1 to 100000.",
-)
+@LIMIT
 @pass_ctx
 @handled
 def archive_list(ctx: Context, conversation_id: int | None, status: str | None, limit: int) -> None:
@@ -804,14 +808,7 @@ def quarantine_group() -> None:
 
 @quarantine_group.command("list")
 @common
-@click.option(
-    "--limit",
-    type=click.IntRange(1, 100000),
-    metavar="N",
-    default=100,
-    show_default=True,
-    help="At most N messages, 1 to 100000.",
-)
+@LIMIT
 @pass_ctx
 @handled
 def quarantine_list(ctx: Context, limit: int) -> None:
