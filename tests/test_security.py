@@ -4,8 +4,8 @@ the values the relay writes itself, unguessable tokens, and idle sessions.
 
 Elsewhere: test_smtp_replies (open relay, source routes, % hack, quoted local
 parts, sizes), test_authn (SPF/DKIM/DMARC, forged From), test_limits (rates,
-token-guessing throttle, header limits), test_no_leak (no real address leaks),
-test_tls (STARTTLS).
+header limits), test_guessing (token guessing), test_no_leak (no real address
+leaks), test_tls (STARTTLS).
 """
 
 from __future__ import annotations
