@@ -158,9 +158,7 @@ class Relay:
                 tls_context=tls_context,
                 require_tls=smtp.require_tls,
                 session_timeout=smtp.session_timeout,
-                gate=ConnectionGate(
-                    self.config.limits.max_connections, self.config.limits.connections_per_ip
-                ),
+                gate=ConnectionGate.from_limits(self.config.limits),
             ),
             host=smtp.host,
             port=smtp.port,

@@ -307,23 +307,71 @@ def split_nameserver(entry: str) -> tuple[str, int]:
 
 
 class LimitsConfig(_Strict):
-    """Abuse limits (issue: trust).  Rates per sender and conversation are counted
-    in the database, so they hold across processes and restarts; connection limits
-    are per process."""
+    """Abuse limits (SECURITY.md, "Abuse limits").  Rates per sender and conversation
+    are counted in the database, so they hold across processes and restarts;
+    connection and guessing limits are per process.
+
+    No limit here refuses mail to a valid recipient because of what someone else
+    did from the same address: large providers send the mail of millions of users
+    from a few shared IPs (SECURITY.md, "Tokens cannot be guessed")."""
 
     max_recipients: Annotated[Int, Field(gt=0, le=10_000)] = 100
     max_connections: Annotated[Int, Field(gt=0)] = 200
     """Concurrent SMTP sessions; more get 421 4.7.0."""
-    connections_per_ip: Annotated[Int, Field(gt=0)] = 60
-    """New sessions per client IP address per minute."""
+    connections_per_ip: Annotated[Int, Field(ge=0)] = 0
+    """New sessions per client IP address per minute; 0 is no limit (the default:
+    a large provider's outbound MTAs open many sessions from few addresses)."""
+    trusted_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    """Client networks exempt from the per-IP limits (``connections_per_ip``,
+    ``unknown_recipients_per_ip``): an MTA of our own in front of the relay,
+    for instance.  Loopback by default."""
     messages_per_sender: Annotated[Int, Field(gt=0)] = 200
     """Messages accepted per envelope sender per hour."""
     messages_per_conversation: Annotated[Int, Field(gt=0)] = 50
     """Messages accepted per conversation and direction per hour."""
     unknown_recipients_per_ip: Annotated[Int, Field(gt=0)] = 20
-    """Unknown-token RCPTs per client IP per hour before every RCPT from it is refused."""
+    """Refused RCPTs (unknown token or wrong sender) per client IP per hour; past
+    it, every further refused RCPT from that IP is answered only after
+    ``unknown_recipient_delay``.  RCPTs to valid recipients are never slowed."""
+    unknown_recipients_soft_limit: Annotated[Int, Field(ge=0)] = 5
+    """Refused RCPTs a session may make before each further one is answered late:
+    the n-th past this waits n times ``unknown_recipient_delay``."""
+    unknown_recipients_hard_limit: Annotated[Int, Field(gt=0)] = 20
+    """Refused RCPTs after which the session is answered 421 4.7.0 and closed.
+    A message accepted in the session starts both counts again."""
+    unknown_recipient_delay: Annotated[
+        float, BeforeValidator(_not_bool), Field(ge=0, le=60, allow_inf_nan=False)
+    ] = 1.0
+    """Seconds by which a refused RCPT past a limit is delayed, per step."""
     max_header_bytes: Annotated[Int, Field(gt=0)] = 262_144
     max_headers: Annotated[Int, Field(gt=0)] = 1000
+
+    @field_validator("trusted_networks")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_network(entry) for entry in value)
+
+    @model_validator(mode="after")
+    def _soft_below_hard(self) -> Self:
+        if self.unknown_recipients_soft_limit > self.unknown_recipients_hard_limit:
+            raise ValueError(
+                "unknown_recipients_soft_limit must not exceed unknown_recipients_hard_limit"
+            )
+        return self
+
+
+def _network(entry: str) -> str:
+    """``entry`` as a network in CIDR notation (an address alone is a /32 or /128);
+    raises ValueError naming the entry if it is neither."""
+    try:
+        loose = ipaddress.ip_network(entry.strip(), strict=False)
+    except ValueError:
+        raise ValueError(
+            f"{entry!r} is not an IP network such as 10.0.0.0/8 or 2001:db8::/32"
+        ) from None
+    if loose.network_address != ipaddress.ip_address(entry.strip().partition("/")[0]):
+        raise ValueError(f"{entry!r} has host bits set; did you mean {loose}?")
+    return str(loose)
 
 
 class FiltersConfig(_Strict):

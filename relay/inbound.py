@@ -24,13 +24,17 @@ from relay import metrics, replies
 from relay.archive import ArchiveError
 from relay.dataread import DataProblem, read_data
 from relay.db import Database, StorageUnavailable
-from relay.limits import ConnectionGate, SlidingWindow
+from relay.limits import ConnectionGate, GuessingLimit
 from relay.logs import event
 from relay.pipeline import Pipeline
 from relay.replies import Rejected, SmtpReply
 from relay.store import Route
 
 log = logging.getLogger("relay.inbound")
+
+_PROBING = (replies.UNKNOWN_TOKEN, replies.SENDER_NOT_ALLOWED)
+"""Refusals that a guesser gets: an unknown token, or a token that exists probed
+with the wrong sender (SECURITY.md, "Timing and probing")."""
 
 
 def _ip(peer: Any) -> str | None:
@@ -68,7 +72,7 @@ class Transaction:
     def log(
         self,
         ended: str,
-        reply: str = "-",
+        reply: SmtpReply | None = None,
         *,
         size: int | None = None,
         results: Sequence[str] = (),
@@ -88,7 +92,7 @@ class Transaction:
             refused=self.refused,
             size=size if size is not None else "-",
             ended=ended,
-            reply=reply[:3],
+            reply=str(reply.code) if reply is not None else "-",
             result=results,
             ms=round((time.monotonic() - self.started) * 1000, 1),
         )
@@ -105,8 +109,10 @@ class InboundHandler:
         self.on_accepted = on_accepted
         limits = pipeline.config.limits
         self.max_recipients = limits.max_recipients
-        self.unknown = SlidingWindow(limits.unknown_recipients_per_ip, 3600.0)
-        """Unknown-token (or wrong-sender) RCPTs per client IP: guessing is throttled."""
+        self.guessing = GuessingLimit.from_limits(limits)
+        """What refused RCPTs cost: guessing is slowed, valid recipients never."""
+        self.held = 0
+        """Refused RCPTs whose answer is being held back right now (``GuessingLimit``)."""
         self._in_data = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -140,7 +146,7 @@ class InboundHandler:
         server.transaction = Transaction(
             new_trace_id(), _ip(session.peer) or "?", not _envelope_sender(address)
         )
-        return "250 OK"
+        return str(replies.SENDER_OK)
 
     async def handle_RCPT(
         self,
@@ -153,10 +159,41 @@ class InboundHandler:
         assert isinstance(server, RelaySMTP) and server.transaction is not None  # MAIL came first
         txn = server.transaction
         reply = await self._rcpt(session, envelope, address, rcpt_options, txn)
-        if reply.startswith("250"):
+        if reply == replies.RECIPIENT_OK:
             txn.recipients.append(address)
-        else:
-            txn.refused.append(reply[:3])
+            return str(reply)
+        if reply in _PROBING:
+            reply = await self._refused(server, session, reply)
+        txn.refused.append(str(reply.code))
+        return str(reply)
+
+    async def _refused(self, server: RelaySMTP, session: Session, reply: SmtpReply) -> SmtpReply:
+        """A refused RCPT costs its session time, and too many of them the session
+        (``GuessingLimit``); the valid RCPTs of the session are never held back."""
+        server.refused_rcpts += 1
+        ip = _ip(session.peer)
+        penalty = self.guessing.refused(ip, server.refused_rcpts)
+        if penalty.close:
+            log.warning(
+                "closing a session from %s after %d refused recipients "
+                "(limits.unknown_recipients_hard_limit)",
+                ip,
+                server.refused_rcpts - 1,
+            )
+            server.close_after_reply()
+            return replies.TOO_MANY_UNKNOWN
+        if penalty.delay:
+            log.info(
+                "RCPT from %s refused, answered in %.1f s (refused recipient %d of the session)",
+                ip,
+                penalty.delay,
+                server.refused_rcpts,
+            )
+            self.held += 1
+            try:
+                await asyncio.sleep(penalty.delay)
+            finally:
+                self.held -= 1
         return reply
 
     async def _rcpt(
@@ -166,33 +203,27 @@ class InboundHandler:
         address: str,
         rcpt_options: list[str],
         txn: Transaction,
-    ) -> str:
+    ) -> SmtpReply:
         if len(envelope.rcpt_tos) >= self.max_recipients:
-            return str(replies.TOO_MANY_RECIPIENTS)
-        ip = _ip(session.peer) or "?"
-        if self.unknown.exceeded(ip):
-            log.warning("RCPT refused: %s is over limits.unknown_recipients_per_ip", ip)
-            return str(replies.GUESSING)
+            return replies.TOO_MANY_RECIPIENTS
         try:
             route = await self.db.run(
                 self.pipeline.check_recipient, _envelope_sender(envelope.mail_from), address
             )
         except Rejected as exc:
             log.info("RCPT refused: %s", exc.reply)
-            if exc.reply in (replies.UNKNOWN_TOKEN, replies.SENDER_NOT_ALLOWED):
-                self.unknown.record(ip)  # probing tokens with any sender is guessing
-            return str(exc.reply)
+            return exc.reply
         except StorageUnavailable as exc:
             log.warning("RCPT: database unavailable: %s", exc)
-            return str(replies.TEMP_FAILURE)
+            return replies.TEMP_FAILURE
         except Exception:
             log.exception("RCPT failed")
-            return str(replies.TEMP_FAILURE)
+            return replies.TEMP_FAILURE
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         if route is not None:
             txn.routes[address] = route
-        return str(replies.RECIPIENT_OK)
+        return replies.RECIPIENT_OK
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         self._in_data += 1
@@ -200,10 +231,12 @@ class InboundHandler:
         assert isinstance(server, RelaySMTP) and server.transaction is not None  # MAIL came first
         txn, server.transaction = server.transaction, None  # logged here, not as abandoned
         results: list[str] = []
-        reply = str(replies.TEMP_FAILURE)
+        reply = replies.TEMP_FAILURE
         try:
             reply = await self._data(session, envelope, txn, results)
-            return reply
+            if reply.code == replies.ACCEPTED.code:
+                server.refused_rcpts = 0  # a session that delivers mail is no guesser
+            return str(reply)
         finally:
             self._in_data -= 1
             if not self._in_data:
@@ -212,7 +245,7 @@ class InboundHandler:
 
     async def _data(
         self, session: Session, envelope: Envelope, txn: Transaction, results: list[str]
-    ) -> str:
+    ) -> SmtpReply:
         trace = txn.trace
         raw = envelope.original_content or b""
         try:
@@ -229,20 +262,20 @@ class InboundHandler:
                 )
         except Rejected as exc:
             log.info("DATA refused: %s", exc.reply, extra={"fields": {"trace": trace}})
-            return str(exc.reply)
+            return exc.reply
         except (StorageUnavailable, ArchiveError) as exc:
             log.warning("DATA: storage unavailable: %s", exc, extra={"fields": {"trace": trace}})
-            return str(replies.TEMP_FAILURE)
+            return replies.TEMP_FAILURE
         except Exception:
             log.exception("DATA failed", extra={"fields": {"trace": trace}})
-            return str(replies.TEMP_FAILURE)
+            return replies.TEMP_FAILURE
         if self.on_accepted is not None:
             self.on_accepted()
         results.extend(
             f"{o.message_id}:{o.status}" if o.message_id is not None else o.status for o in outcomes
         )
         ids = ",".join(str(o.message_id) for o in outcomes if o.message_id is not None)
-        return str(replies.ACCEPTED.with_text(f"Message accepted{f' as {ids}' if ids else ''}"))
+        return replies.ACCEPTED.with_text(f"Message accepted{f' as {ids}' if ids else ''}")
 
     async def handle_exception(self, error: Exception) -> str:
         log.error("SMTP session error", exc_info=error)
@@ -265,8 +298,12 @@ class RelaySMTP(SMTP):
     session_timeout: float | None = None
     transaction: Transaction | None = None
     """The transaction in progress, from MAIL FROM to the end of DATA."""
+    refused_rcpts = 0
+    """RCPTs of this session refused as unknown or from the wrong sender, since it
+    last delivered a message (``GuessingLimit``)."""
     _counted = False
     _refused = False
+    _hang_up = False
     _deadline: asyncio.TimerHandle | None = None
 
     async def push(self, status: Any) -> None:
@@ -275,6 +312,12 @@ class RelaySMTP(SMTP):
                 status = str(self._REWRITES[status])
             metrics.smtp_reply(status)
         await super().push(status)
+        if self._hang_up and self.transport is not None:
+            self.transport.close()
+
+    def close_after_reply(self) -> None:
+        """Close the session once the reply to the current command is written."""
+        self._hang_up = True
 
     def _abandon(self, why: str) -> None:
         """A transaction that ends without DATA still gets its log line."""
@@ -292,12 +335,12 @@ class RelaySMTP(SMTP):
             return
         assert self.envelope is not None
         if not self.envelope.rcpt_tos:
-            await self.push("503 Error: need RCPT command")
+            await self.push(str(replies.NEED_RCPT))
             return
         if arg:
-            await self.push("501 Syntax: DATA")
+            await self.push(str(replies.DATA_SYNTAX))
             return
-        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        await self.push(str(replies.START_DATA))
         try:
             result = await read_data(self._reader, max_size=self.data_size_limit)
         except asyncio.CancelledError:
@@ -306,13 +349,13 @@ class RelaySMTP(SMTP):
             raise
         if result.problem is not None:
             self._set_post_data_state()  # type: ignore[no-untyped-call]
-            reply = str(
+            reply = (
                 replies.TOO_BIG if result.problem is DataProblem.TOO_MUCH else replies.LINE_TOO_LONG
             )
             txn, self.transaction = self.transaction, None
             if txn is not None:
                 txn.log("data", reply)
-            await self.push(reply)
+            await self.push(str(reply))
             return
         self.envelope.content = self.envelope.original_content = result.content
         status = await self._call_handler_hook("DATA")
@@ -346,7 +389,7 @@ class RelaySMTP(SMTP):
             "closing a session over smtp.session_timeout: %s", self.session and self.session.peer
         )
         if isinstance(current, asyncio.WriteTransport) and not current.is_closing():
-            current.write(b"421 4.4.2 Session too long, closing connection\r\n")
+            current.write(f"{replies.SESSION_TOO_LONG}\r\n".encode())
         current.close()
 
     def connection_lost(self, error: Exception | None) -> None:

@@ -14,11 +14,13 @@ from typing import NamedTuple
 class SmtpReply(NamedTuple):
     code: int
     status: str
-    """Enhanced status code (RFC 3463)."""
+    """Enhanced status code (RFC 3463); empty for 354, which has none."""
     text: str
 
     def __str__(self) -> str:
-        return f"{self.code} {self.status} {self.text}"
+        return (
+            f"{self.code} {self.status} {self.text}" if self.status else f"{self.code} {self.text}"
+        )
 
     def with_text(self, text: str) -> SmtpReply:
         return self._replace(text=text)
@@ -32,10 +34,10 @@ class Rejected(Exception):
         self.reply = reply
 
 
-OK = SmtpReply(250, "2.0.0", "OK")
 SENDER_OK = SmtpReply(250, "2.1.0", "Sender OK")
 RECIPIENT_OK = SmtpReply(250, "2.1.5", "Recipient OK")
 ACCEPTED = SmtpReply(250, "2.0.0", "Message accepted for delivery")
+START_DATA = SmtpReply(354, "", "End data with <CR><LF>.<CR><LF>")
 
 RELAY_DENIED = SmtpReply(550, "5.7.1", "Relaying denied")
 UNKNOWN_TOKEN = SmtpReply(550, "5.1.1", "No such recipient")
@@ -50,16 +52,16 @@ MAIL_LOOP = SmtpReply(554, "5.4.6", "Mail loop detected")
 TOO_DEEP = SmtpReply(554, "5.6.0", "Message structure is nested too deeply")
 LINE_TOO_LONG = SmtpReply(500, "5.5.2", "Line too long (RFC 5321 4.5.3.1.6)")
 TOO_MANY_RECIPIENTS = SmtpReply(452, "4.5.3", "Too many recipients")
-MIXED_RECIPIENTS = SmtpReply(
-    452, "4.5.3", "Bounce addresses must be sent in a transaction of their own"
-)
 HEADER_TOO_BIG = SmtpReply(552, "5.3.4", "Message header too large")
 TOO_MANY_CONNECTIONS = SmtpReply(421, "4.7.0", "Too many connections, please try again later")
 SENDER_RATE = SmtpReply(450, "4.7.1", "Too many messages from this sender, please try again later")
 CONVERSATION_RATE = SmtpReply(
     450, "4.7.1", "Too many messages in this conversation, please try again later"
 )
-GUESSING = SmtpReply(450, "4.7.1", "Too many unknown recipients from your address, try again later")
+TOO_MANY_UNKNOWN = SmtpReply(421, "4.7.0", "Too many unknown recipients, closing connection")
+SESSION_TOO_LONG = SmtpReply(421, "4.4.2", "Session too long, closing connection")
+NEED_RCPT = SmtpReply(503, "5.5.1", "Error: need RCPT command")
+DATA_SYNTAX = SmtpReply(501, "5.5.4", "Syntax: DATA")
 FROM_MISMATCH = SmtpReply(550, "5.7.1", "The From header does not match the sender")
 AUTH_TEMP = SmtpReply(
     451, "4.7.24", "Sender authentication could not be completed (DNS), please try again later"

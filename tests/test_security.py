@@ -4,9 +4,9 @@ an encoded subject, unguessable tokens, and idle sessions.
 
 Elsewhere: test_smtp_replies (open relay, source routes, % hack, quoted local
 parts, sizes), test_authn (SPF/DKIM/DMARC, forged From), test_limits (rates,
-token-guessing throttle, header limits), test_no_leak (no real address leaks),
-test_tls (STARTTLS), test_names (registered names in the headers the relay
-writes).
+header limits), test_guessing (token guessing), test_no_leak (no real address
+leaks), test_tls (STARTTLS), test_names (registered names in the headers the
+relay writes).
 """
 
 from __future__ import annotations
