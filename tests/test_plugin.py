@@ -60,7 +60,7 @@ def test_check_config_knows_the_plugin_kind(installed: Path, tmp_path: Path) -> 
         check=False,
     )
     assert ok.returncode == 0, ok.stderr
-    assert "(1 filter rules)" in ok.stdout
+    assert "(1 filter rule)" in ok.stdout
     without = subprocess.run(
         [str(relay_cmd), "-c", str(config_file), "check-config"],
         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
