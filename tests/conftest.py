@@ -17,6 +17,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -25,7 +26,7 @@ from sqlalchemy import make_url
 
 from relay import clock
 from relay.app import Relay
-from relay.config import DatabaseConfig, RelayConfig
+from relay.config import DatabaseConfig, LimitsConfig, RelayConfig
 from relay.db import Database
 from relay.dkim_sign import generate_rsa_key
 from tests.helpers import Parties, Sink, make_config, register, start_sink
@@ -230,3 +231,29 @@ def real_time() -> Iterator[None]:
     clock.reset()
     yield
     clock.reset()
+
+
+@pytest_asyncio.fixture
+async def limited(
+    tmp_path: Path, sink: Sink, dkim_key: tuple[Path, str], database_url: str
+) -> AsyncIterator[Callable[..., Any]]:
+    """Start relays with some limits changed: ``await limited(max_recipients=2)``
+    (test_limits, test_guessing); each is stopped at the end of the test."""
+    started: list[Relay] = []
+
+    async def start(**limits: Any) -> tuple[Relay, Parties]:
+        config = make_config(
+            tmp_path,
+            sink_port=sink.port,
+            dkim_key=dkim_key[0],
+            database_url=database_url,
+            limits=LimitsConfig(**limits),
+        )
+        relay = Relay(config)
+        await relay.start()
+        started.append(relay)
+        return relay, register(relay)
+
+    yield start
+    for relay in started:
+        await relay.stop()

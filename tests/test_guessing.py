@@ -13,49 +13,21 @@ from __future__ import annotations
 import asyncio
 import email.policy
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from email.message import EmailMessage
-from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 from relay import replies
 from relay.app import Relay
-from relay.config import LimitsConfig
 from relay.replies import SmtpReply
-from tests.helpers import Parties, Sink, build, make_config, register, send, wait_until
+from tests.helpers import Sink, build, send, wait_until
 
 Start = Callable[..., Any]
 
 GUESS = "guess{:011d}@marketplace.example.com"
 """A token-shaped local part that is nobody's token."""
-
-
-@pytest_asyncio.fixture
-async def limited(
-    tmp_path: Path, sink: Sink, dkim_key: tuple[Path, str], database_url: str
-) -> AsyncIterator[Start]:
-    """Start a relay with some limits changed: ``await limited(unknown_recipient_delay=0.1)``."""
-    started: list[Relay] = []
-
-    async def start(**limits: Any) -> tuple[Relay, Parties]:
-        config = make_config(
-            tmp_path,
-            sink_port=sink.port,
-            dkim_key=dkim_key[0],
-            database_url=database_url,
-            limits=LimitsConfig(**limits),
-        )
-        relay = Relay(config)
-        await relay.start()
-        started.append(relay)
-        return relay, register(relay)
-
-    yield start
-    for relay in started:
-        await relay.stop()
 
 
 class Client:

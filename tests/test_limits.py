@@ -8,48 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiosmtplib
 import pytest
-import pytest_asyncio
 
 from relay import replies
 from relay.app import Relay
-from relay.config import LimitsConfig, SmtpConfig, load_config
+from relay.config import SmtpConfig, load_config
 from relay.limits import GuessingLimit, Networks, Penalty, SlidingWindow
 from relay.replies import SmtpReply
 from relay.yamlload import ConfigError
-from tests.helpers import Parties, Sink, build, make_config, register, send
+from tests.helpers import Parties, Sink, build, make_config, send
 
 Start = Callable[..., Any]
-
-
-@pytest_asyncio.fixture
-async def limited(
-    tmp_path: Path, sink: Sink, dkim_key: tuple[Path, str], database_url: str
-) -> AsyncIterator[Callable[..., Any]]:
-    """Start a relay with some limits changed: ``await limited(max_recipients=2)``."""
-    started: list[Relay] = []
-
-    async def start(**limits: Any) -> tuple[Relay, Parties]:
-        config = make_config(
-            tmp_path,
-            sink_port=sink.port,
-            dkim_key=dkim_key[0],
-            database_url=database_url,
-            limits=LimitsConfig(**limits),
-        )
-        relay = Relay(config)
-        await relay.start()
-        started.append(relay)
-        return relay, register(relay)
-
-    yield start
-    for relay in started:
-        await relay.stop()
 
 
 def client(relay: Relay) -> aiosmtplib.SMTP:
