@@ -32,14 +32,14 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import insert  # noqa: E402
 from sqlmodel import Session, select  # noqa: E402
 
-from relay.archive import Archive  # noqa: E402
 from relay.campaigns import catalog, lifecycle  # noqa: E402
 from relay.campaigns.dispatch import Dispatcher  # noqa: E402
 from relay.campaigns.models import CampaignKind, Follower  # noqa: E402
 from relay.campaigns.render import Renderer  # noqa: E402
-from relay.config import ArchiveConfig, DatabaseConfig, RelayConfig  # noqa: E402
-from relay.db import Database  # noqa: E402
-from relay.models import Buyer  # noqa: E402
+from relay.core.config import ArchiveConfig, DatabaseConfig, RelayConfig  # noqa: E402
+from relay.storage.archive import Archive  # noqa: E402
+from relay.storage.db import Database  # noqa: E402
+from relay.storage.models import Buyer  # noqa: E402
 
 CREATED = datetime(2030, 1, 1, tzinfo=UTC)
 START = date(2030, 1, 10)

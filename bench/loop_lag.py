@@ -23,9 +23,8 @@ from pathlib import Path
 
 import aiosmtplib
 
-from relay import store
 from relay.app import Relay
-from relay.config import (
+from relay.core.config import (
     ArchiveConfig,
     DatabaseConfig,
     DeliveryConfig,
@@ -35,6 +34,7 @@ from relay.config import (
     RelayConfig,
     SmtpConfig,
 )
+from relay.storage import directory
 
 
 def message(frm: str, to: str, size: int) -> bytes:
@@ -137,9 +137,9 @@ def _setup(session: object) -> str:
     from sqlmodel import Session
 
     assert isinstance(session, Session)
-    seller = store.add_seller(session, name="Bench", emails=["shop@bench.example"])
+    seller = directory.add_seller(session, name="Bench", emails=["shop@bench.example"])
     assert seller.id is not None
-    _order, conv = store.add_order(
+    _order, conv = directory.add_order(
         session,
         "B-1",
         buyer_email="buyer@bench.example",

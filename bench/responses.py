@@ -29,11 +29,11 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import create_engine, insert, text  # noqa: E402
 from sqlmodel import Session  # noqa: E402
 
-from relay import models  # noqa: E402
-from relay.config import DatabaseConfig  # noqa: E402
-from relay.db import Database  # noqa: E402
-from relay.models import Direction, MessageStatus  # noqa: E402
-from relay.responses import response_stats  # noqa: E402
+from relay.core.config import DatabaseConfig  # noqa: E402
+from relay.ops.response_times import response_stats  # noqa: E402
+from relay.storage import models  # noqa: E402
+from relay.storage.db import Database  # noqa: E402
+from relay.storage.models import Direction, MessageStatus  # noqa: E402
 
 SELLERS = 200
 PER_CONVERSATION = 8

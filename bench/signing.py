@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import padding, rsa  # noqa: E402
 
-from relay.dkim_sign import Signer, generate_ed25519_key, generate_rsa_key  # noqa: E402
+from relay.delivery.dkim_sign import Signer, generate_ed25519_key, generate_rsa_key  # noqa: E402
 
 
 def message(size: int) -> bytes:

@@ -14,22 +14,22 @@ import ssl
 
 from prometheus_client import REGISTRY
 
-from relay.archive import Archive
 from relay.campaigns.dispatch import Dispatcher
 from relay.campaigns.render import Renderer
 from relay.campaigns.unsubscribe import UnsubscribeEndpoint
-from relay.config import RelayConfig
-from relay.db import Database
-from relay.dkim_sign import Signer, ensure_key
-from relay.endpoint import Endpoint
+from relay.core.config import RelayConfig
+from relay.core.tls import server_context
+from relay.core.yamlload import ConfigError
+from relay.delivery.dkim_sign import Signer, ensure_key
+from relay.delivery.outbound import OutboundWorker, Transport, make_transport
 from relay.filters import RuleSet, load_rules
-from relay.inbound import InboundHandler, smtp_factory
-from relay.limits import ConnectionGate
-from relay.outbound import OutboundWorker, Transport, make_transport
-from relay.pipeline import Pipeline
-from relay.retention import PurgeTask
-from relay.tls import server_context
-from relay.yamlload import ConfigError
+from relay.inbound.limits import ConnectionGate
+from relay.inbound.server import InboundHandler, smtp_factory
+from relay.ops.endpoint import Endpoint
+from relay.ops.retention import PurgeTask
+from relay.pipeline.accept import Pipeline
+from relay.storage.archive import Archive
+from relay.storage.db import Database
 
 log = logging.getLogger("relay.app")
 

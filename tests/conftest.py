@@ -24,11 +24,11 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import make_url
 
-from relay import clock
 from relay.app import Relay
-from relay.config import DatabaseConfig, LimitsConfig, RelayConfig
-from relay.db import Database
-from relay.dkim_sign import generate_rsa_key
+from relay.core import clock
+from relay.core.config import DatabaseConfig, LimitsConfig, RelayConfig
+from relay.delivery.dkim_sign import generate_rsa_key
+from relay.storage.db import Database
 from tests.helpers import Parties, Sink, make_config, register, start_sink
 
 BACKENDS = ("sqlite", "postgresql")
@@ -227,7 +227,7 @@ def parties(relay: Relay) -> Parties:
 
 @pytest.fixture(autouse=True)
 def real_time() -> Iterator[None]:
-    """Every test starts, and leaves, on real time (``relay.clock.advance`` moves it)."""
+    """Every test starts, and leaves, on real time (``relay.core.clock.advance`` moves it)."""
     clock.reset()
     yield
     clock.reset()

@@ -33,10 +33,9 @@ import aiosmtplib
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from click.testing import CliRunner
 
-from relay import queue, store
 from relay.app import Relay
-from relay.cli import main as relay_main
-from relay.config import (
+from relay.cli.commands import main as relay_main
+from relay.core.config import (
     ArchiveConfig,
     CampaignsConfig,
     DatabaseConfig,
@@ -51,7 +50,9 @@ from relay.config import (
     UnsubscribeConfig,
     load_config,
 )
-from relay.db import Database
+from relay.delivery import spool
+from relay.storage import directory
+from relay.storage.db import Database
 
 DOMAIN = "marketplace.example.com"
 DATA = Path(__file__).parent / "data"
@@ -176,7 +177,7 @@ async def wait_until_async(cond: Callable[[], Awaitable[bool]], timeout: float =
 
 def pending_deliveries(db: Database) -> int:
     """Deliveries not finished yet: due, leased to a worker, or waiting for a retry."""
-    count, _oldest = db.call(queue.pending_summary)
+    count, _oldest = db.call(spool.pending_summary)
     return count
 
 
@@ -283,9 +284,9 @@ def register(
     """A seller, a buyer and an order: the conversation with its two tokens."""
 
     def run(s: Any) -> Parties:
-        sel = store.add_seller(s, name=seller_name, emails=list(seller))
+        sel = directory.add_seller(s, name=seller_name, emails=list(seller))
         assert sel.id is not None
-        _order, conv = store.add_order(
+        _order, conv = directory.add_order(
             s,
             order_id,
             buyer_email=buyer,

@@ -1,6 +1,6 @@
 """An independent oracle for "no real address reaches the recipient" (SECURITY.md).
 
-It deliberately shares no code with ``relay.tokenizer``: it looks at what a mail
+It deliberately shares no code with ``relay.message.tokenizer``: it looks at what a mail
 client would show of the delivered bytes — the bytes themselves, headers decoded
 the strict and the lenient way, MIME parameters, every text part decoded, attached
 messages even if (wrongly) base64-encoded — and at each under the spellings that

@@ -14,11 +14,11 @@ import pytest
 import pytest_asyncio
 
 from relay.app import Relay
-from relay.config import AuthConfig
-from relay.dkim_sign import generate_rsa_key
-from relay.parse import parse
-from relay.pipeline import from_addresses
-from relay.replies import FROM_MISMATCH, Rejected
+from relay.core.config import AuthConfig
+from relay.delivery.dkim_sign import generate_rsa_key
+from relay.inbound.replies import FROM_MISMATCH, Rejected
+from relay.message.parse import parse
+from relay.pipeline.accept import from_addresses
 from tests.dnsserver import FakeDns, fake_dns
 from tests.helpers import Parties, Sink, build, make_config, register, send
 
@@ -108,7 +108,7 @@ async def test_authenticated_seller_mail_is_delivered_signed_by_the_marketplace(
 
     assert dkim.verify(got.data, dnsfunc=marketplace_dns)
     assert b"seller.example" not in got.data.split(b"\r\n\r\n")[0].split(b"DKIM-Signature")[0]
-    from relay import archive
+    from relay.storage import archive
 
     rows = relay.db.call(lambda s: archive.list_messages(s, limit=1))
     received = relay.archive.read(rows[0].message.received_path or "")
@@ -198,7 +198,7 @@ async def test_dns_trouble_is_a_temporary_failure(
     code, message = await refused(relay, seller_mail(parties), parties)
     assert (code, message[:6]) == (451, "4.7.24")
     assert sink.messages == []
-    from relay import archive
+    from relay.storage import archive
 
     assert relay.db.call(lambda s: archive.list_messages(s, limit=5)) == []
 

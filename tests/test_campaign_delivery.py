@@ -36,7 +36,6 @@ from hypothesis import strategies as st
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
-from relay import addresses, clock, retention, store
 from relay.app import Relay
 from relay.campaigns import catalog, lifecycle, rules
 from relay.campaigns.dispatch import PassReport
@@ -56,10 +55,13 @@ from relay.campaigns.models import (
 )
 from relay.campaigns.render import Content, Recipient, Renderer
 from relay.campaigns.report import campaign_report
-from relay.clock import as_utc
-from relay.compose import leaks
-from relay.config import CampaignsConfig, RelayConfig, UnsubscribeConfig
-from relay.models import Delivery, Direction, Message
+from relay.core import addresses, clock
+from relay.core.clock import as_utc
+from relay.core.config import CampaignsConfig, RelayConfig, UnsubscribeConfig
+from relay.message.compose import leaks
+from relay.ops import retention
+from relay.storage import directory
+from relay.storage.models import Delivery, Direction, Message
 from tests.helpers import Received, Sink, make_config, wait_idle, wait_until_async
 
 HOUR = timedelta(hours=1)
@@ -551,7 +553,7 @@ async def test_campaign_message_headers_dkim_and_footer(
 ) -> None:
     customers = ["lan.pham@buyers.example", "minh@buyers.example"]
     world = add_brand(relay, "Phu Quoc Pearls", customers)
-    relay.db.write(lambda s: setattr(store.find_buyer(s, customers[0]), "name", "Phạm Thị Lan"))
+    relay.db.write(lambda s: setattr(directory.find_buyer(s, customers[0]), "name", "Phạm Thị Lan"))
     d = first_day()
     campaign = approved_campaign(relay, world, d, subject="Pearls for Tết")
     start = rules.day_start(d)
@@ -635,7 +637,7 @@ async def test_one_click_unsubscribe_and_opt_out_stop_campaign_mail(
     start = rules.day_start(d)
     await run_pass(relay, sink, start)
     # The global opt-out, after the campaign started and before w's turn.
-    relay.db.write(lambda s: store.set_opt_out(s, w, True))
+    relay.db.write(lambda s: directory.set_opt_out(s, w, True))
     await run_pass(relay, sink, start + 5 * DAY)
     received = await settled(relay, sink, 3)
     assert by_recipient(received) == {

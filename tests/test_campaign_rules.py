@@ -18,7 +18,7 @@ What these tests protect, rule by rule:
 Every test that takes ``db`` runs on SQLite and on PostgreSQL (``database_url``).
 The rules take an explicit ``now``; the tests pass fixed instants so that every
 date below can be read off the test, except where the relay's own clock
-(``relay.clock``) is the point.
+(``relay.core.clock``) is the point.
 """
 
 from __future__ import annotations
@@ -32,8 +32,6 @@ from typing import Any
 import pytest
 from sqlmodel import Session, col, func, select
 
-from relay import clock
-from relay.archive import Archive
 from relay.campaigns import calendar, catalog, dispatch, ledger, lifecycle, report, rules
 from relay.campaigns.catalog import CampaignError
 from relay.campaigns.dispatch import Dispatcher
@@ -49,9 +47,11 @@ from relay.campaigns.models import (
     SendStatus,
 )
 from relay.campaigns.render import Renderer
-from relay.config import DatabaseConfig
-from relay.db import Database
-from relay.models import Message
+from relay.core import clock
+from relay.core.config import DatabaseConfig
+from relay.storage.archive import Archive
+from relay.storage.db import Database
+from relay.storage.models import Message
 from tests.helpers import make_config
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)

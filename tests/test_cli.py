@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, select
 
-from relay import store
 from relay.app import Relay
-from relay.config import RelayConfig, load_config
-from relay.db import Database
-from relay.dkim_sign import rsa_txt_record
-from relay.models import Buyer, Delivery, DeliveryStatus, Message
+from relay.core.config import RelayConfig, load_config
+from relay.delivery.dkim_sign import rsa_txt_record
+from relay.storage import directory
+from relay.storage.db import Database
+from relay.storage.models import Buyer, Delivery, DeliveryStatus, Message
 from tests.helpers import (
     CliResult,
     Parties,
@@ -145,14 +145,14 @@ def test_sellers(cli: Cli) -> None:
     )
     db = cli.db()
     with Session(db.engine) as s:
-        assert not store.get_seller(s, 1).messaging_enabled
-        assert [a.email for a in store.seller_addresses(s, 1)] == [
+        assert not directory.get_seller(s, 1).messaging_enabled
+        assert [a.email for a in directory.seller_addresses(s, 1)] == [
             "sales@seller.example",
             "new@seller.example",
             "shop@seller.example",
         ]
-        assert [a.email for a in store.seller_addresses(s, 2)] == ["other@seller.example"]
-        assert store.get_seller(s, 3).name == "Third"
+        assert [a.email for a in directory.seller_addresses(s, 2)] == ["other@seller.example"]
+        assert directory.get_seller(s, 3).name == "Third"
     db.dispose()
 
 
@@ -225,7 +225,7 @@ def test_orders_and_buyers(cli: Cli) -> None:
         assert buyers["maria@buyer.example"].opted_out
         assert buyers["maria@buyer.example"].name == "Maria Santos"
         assert not buyers["ana@buyer.example"].opted_out
-        assert store.conversation_categories(s, 1) == {"handmade"}
+        assert directory.conversation_categories(s, 1) == {"handmade"}
     db.dispose()
 
 

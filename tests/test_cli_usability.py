@@ -14,9 +14,9 @@ from click.testing import CliRunner, Result
 from sqlmodel import select
 
 from relay.app import Relay
-from relay.cli import main
-from relay.config import RelayConfig
-from relay.models import Delivery, DeliveryStatus, Message
+from relay.cli.commands import main
+from relay.core.config import RelayConfig
+from relay.storage.models import Delivery, DeliveryStatus, Message
 from tests.helpers import Parties, Sink, build, send, wait_until
 from tests.test_cli import yaml_for
 

@@ -27,11 +27,11 @@ from aiosmtpd.smtp import Session as SmtpSession
 from sqlmodel import Session, select
 
 from relay.app import Relay
-from relay.clock import as_utc
-from relay.config import DatabaseConfig, RelayConfig
-from relay.db import Database
-from relay.models import Delivery, DeliveryAttempt, DeliveryStatus, utcnow
-from relay.outbound import DeliveryResult, Transport, make_transport
+from relay.core.clock import as_utc
+from relay.core.config import DatabaseConfig, RelayConfig
+from relay.delivery.outbound import DeliveryResult, Transport, make_transport
+from relay.storage.db import Database
+from relay.storage.models import Delivery, DeliveryAttempt, DeliveryStatus, utcnow
 from tests.helpers import (
     Sink,
     SinkHandler,

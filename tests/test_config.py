@@ -12,9 +12,9 @@ from typing import Any, ClassVar
 
 import pytest
 
-from relay.config import RelayConfig, load_config
+from relay.core.config import RelayConfig, load_config
+from relay.core.yamlload import ConfigError
 from relay.filters import Action, MessageView, Role, load_rules
-from relay.yamlload import ConfigError
 from tests.helpers import CliResult, relay_cli
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ import asyncio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay.dataread import MAX_LINE, DataProblem, DataResult, read_data
+from relay.inbound.dataread import MAX_LINE, DataProblem, DataResult, read_data
 
 
 def reference(stream: bytes, max_size: int | None) -> tuple[DataResult, bytes]:

@@ -11,10 +11,10 @@ import pytest
 from sqlmodel import Session, select
 
 from relay.app import Relay
-from relay.config import RelayConfig, RetryConfig
-from relay.models import Delivery, DeliveryAttempt, DeliveryStatus, Direction, Message
-from relay.models import MessageStatus as MS
-from relay.queue import backoff
+from relay.core.config import RelayConfig, RetryConfig
+from relay.delivery.spool import backoff
+from relay.storage.models import Delivery, DeliveryAttempt, DeliveryStatus, Direction, Message
+from relay.storage.models import MessageStatus as MS
 from tests.helpers import (
     Parties,
     Sink,

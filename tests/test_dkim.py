@@ -9,9 +9,9 @@ from pathlib import Path
 import dkim
 import pytest_asyncio
 
-from relay import store
 from relay.app import Relay
-from relay.dkim_sign import generate_ed25519_key, generate_rsa_key
+from relay.delivery.dkim_sign import generate_ed25519_key, generate_rsa_key
+from relay.storage import directory
 from tests.helpers import Sink, build, make_config, register, send
 
 DOMAIN = "marketplace.example.com"
@@ -66,7 +66,7 @@ async def test_delivered_mail_carries_two_valid_signatures(
 async def test_notices_are_signed_too(dual: tuple[Relay, dict[bytes, bytes]], sink: Sink) -> None:
     relay, records = dual
     parties = register(relay)
-    relay.db.call(lambda s: store.set_opt_out(s, parties.buyer, True))
+    relay.db.call(lambda s: directory.set_opt_out(s, parties.buyer, True))
     msg = build(frm=parties.seller, to=parties.buyer_token, subject="New arrivals")
     await send(relay, msg, sender=parties.seller, recipients=[parties.buyer_token])
     (notice,) = await sink.wait_for(1)
@@ -86,7 +86,7 @@ async def test_a_changed_message_fails_verification(
 
 
 def test_an_unusable_ed25519_key_stops_the_start(tmp_path: Path) -> None:
-    from relay.dkim_sign import DkimError, Signer
+    from relay.delivery.dkim_sign import DkimError, Signer
 
     rsa_path, ed_path = tmp_path / "relay.key", tmp_path / "relay.ed25519"
     generate_rsa_key(rsa_path)
@@ -105,7 +105,7 @@ def test_openssl_signing_gives_dkimpys_exact_signature(tmp_path: Path) -> None:
 
     from dkim.crypto import parse_pem_private_key
 
-    from relay import dkim_sign
+    from relay.delivery import dkim_sign
 
     path = tmp_path / "relay.key"
     generate_rsa_key(path)

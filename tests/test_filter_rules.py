@@ -20,13 +20,13 @@ from hypothesis import strategies as st
 from sqlalchemy import create_engine, inspect, text
 from sqlmodel import SQLModel
 
-from relay.cli import main
-from relay.db import SCHEMA_VERSION, migrate
+from relay.cli.commands import main
+from relay.core.yamlload import ConfigError
 from relay.filters import Action, Role, evaluate, load_rules
 from relay.filters.normalize import fold
 from relay.filters.registry import find_factory
 from relay.filters.urls import allowed, find_urls, href_host
-from relay.yamlload import ConfigError
+from relay.storage.db import SCHEMA_VERSION, migrate
 
 BAD_RULES = """\
 rules:

@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 from sqlmodel import Session, col, select
 
-from relay import archive
 from relay.app import Relay
-from relay.config import RelayConfig
+from relay.core.config import RelayConfig
 from relay.filters.html import scan
-from relay.models import Delivery, Direction, Message, MessageStatus
+from relay.storage import archive
+from relay.storage.models import Delivery, Direction, Message, MessageStatus
 from tests import filegen
 from tests.helpers import Parties, Sink, build, cli, send, wait_idle, wait_until
 from tests.helpers import config_file as write_config_file

@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import text
 from sqlmodel import Session
 
-from relay.config import DatabaseConfig
-from relay.db import Database, StorageUnavailable
+from relay.core.config import DatabaseConfig
+from relay.storage.db import Database, StorageUnavailable
 
 
 @pytest.fixture

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from relay import replies
 from relay.app import Relay
-from relay.replies import SmtpReply
+from relay.inbound import replies
+from relay.inbound.replies import SmtpReply
 from tests.helpers import Sink, build, send, wait_until
 
 Start = Callable[..., Any]

@@ -23,8 +23,8 @@ import pytest
 
 from relay.app import Relay
 from relay.campaigns.unsubscribe import UnsubscribeEndpoint
-from relay.config import MetricsConfig
-from relay.httpserver import HttpLimits, WsgiServer
+from relay.core.config import MetricsConfig
+from relay.core.httpserver import HttpLimits, WsgiServer
 from tests.helpers import Sink, make_config, wait_until
 
 pytestmark = pytest.mark.sqlite_only("HTTP parsing and limits; the database only answers 404")

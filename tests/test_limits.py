@@ -15,12 +15,12 @@ from typing import Any
 import aiosmtplib
 import pytest
 
-from relay import replies
 from relay.app import Relay
-from relay.config import SmtpConfig, load_config
-from relay.limits import GuessingLimit, Networks, Penalty, SlidingWindow
-from relay.replies import SmtpReply
-from relay.yamlload import ConfigError
+from relay.core.config import SmtpConfig, load_config
+from relay.core.yamlload import ConfigError
+from relay.inbound import replies
+from relay.inbound.limits import GuessingLimit, Networks, Penalty, SlidingWindow
+from relay.inbound.replies import SmtpReply
 from tests.helpers import Parties, Sink, build, make_config, send
 
 Start = Callable[..., Any]

@@ -6,8 +6,8 @@ import email
 import email.policy
 from email.message import EmailMessage
 
-from relay import mailpolicy
-from relay.mailpolicy import CachedHeaderRegistry
+from relay.message import mailpolicy
+from relay.message.mailpolicy import CachedHeaderRegistry
 
 RAW = (
     b"From: =?utf-8?q?Nguy=E1=BB=85n?= <a@b.example>\r\n"

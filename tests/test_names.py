@@ -1,4 +1,4 @@
-"""Names from registrations in the headers the relay writes (``relay.names``).
+"""Names from registrations in the headers the relay writes (``relay.core.names``).
 
 A store name, a buyer name, a brand name, a product title, a campaign subject or
 the marketplace's name ends up in a From, a To or a Subject the relay writes.
@@ -25,14 +25,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlmodel import select
 
-from relay import names
-from relay.addresses import format_address
 from relay.app import Relay
-from relay.cli import main
-from relay.compose import Party, compose, leaks
-from relay.config import MarketplaceConfig
-from relay.models import Buyer, Message, MessageStatus, Seller
-from relay.yamlload import ConfigError
+from relay.cli.commands import main
+from relay.core import names
+from relay.core.addresses import format_address
+from relay.core.config import MarketplaceConfig
+from relay.core.yamlload import ConfigError
+from relay.message.compose import Party, compose, leaks
+from relay.storage.models import Buyer, Message, MessageStatus, Seller
 from tests.helpers import Sink, build, register, send
 
 BUYER = "maria@buyer.example"
@@ -133,21 +133,21 @@ def test_the_cli_refuses_names_that_would_break_a_header(
 def test_the_directory_refuses_them_too_and_names_the_field(database_url: str, text: str) -> None:
     """What the CLI checks first, the directory functions check again: they are
     what an API calls, and a refusal must name the field."""
-    from relay import store
     from relay.campaigns import catalog
-    from relay.config import DatabaseConfig
-    from relay.db import Database
+    from relay.core.config import DatabaseConfig
+    from relay.storage import directory
+    from relay.storage.db import Database
 
     db = Database(DatabaseConfig(url=database_url))
     db.migrate()
     try:
-        seller = db.write(lambda s: store.add_seller(s, name="Shop", emails=[SELLER]))
+        seller = db.write(lambda s: directory.add_seller(s, name="Shop", emails=[SELLER]))
         brand = db.write(
             lambda s: catalog.add_brand(s, name="Lotus", registered=True, store_page=True)
         )
         attempts = {
-            "seller name": lambda s: store.add_seller(s, name=text, emails=["x@s.example"]),
-            "buyer name": lambda s: store.add_order(
+            "seller name": lambda s: directory.add_seller(s, name=text, emails=["x@s.example"]),
+            "buyer name": lambda s: directory.add_order(
                 s, "O-1", buyer_email=BUYER, buyer_name=text, seller_id=seller.id
             ),
             "brand name": lambda s: catalog.add_brand(
@@ -158,7 +158,7 @@ def test_the_directory_refuses_them_too_and_names_the_field(database_url: str, t
             ),
         }
         for field, attempt in attempts.items():
-            with pytest.raises(store.DirectoryError) as raised:
+            with pytest.raises(directory.DirectoryError) as raised:
                 db.write(attempt)
             assert str(raised.value).startswith(f"{field}: "), raised.value
         assert db.call(lambda s: len(s.exec(select(Seller)).all())) == 1
@@ -173,8 +173,8 @@ def test_a_campaign_subject_that_would_break_a_header_is_refused(
     from datetime import date
 
     from relay.campaigns import lifecycle
-    from relay.config import DatabaseConfig
-    from relay.db import Database
+    from relay.core.config import DatabaseConfig
+    from relay.storage.db import Database
     from tests.test_campaign_rules import NOW, create, draft, open_shop, refusal
 
     db = Database(DatabaseConfig(url=database_url))
@@ -200,7 +200,7 @@ def test_a_campaign_subject_that_would_break_a_header_is_refused(
 def test_the_configuration_refuses_a_marketplace_name_that_breaks_headers(
     tmp_path: Path, key: str, value: str
 ) -> None:
-    from relay.config import load_config
+    from relay.core.config import load_config
 
     path = write_cli_config(tmp_path)
     path.write_text(

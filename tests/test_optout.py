@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from sqlmodel import Session, select
 
-from relay import store
 from relay.app import Relay
-from relay.models import Direction, Message, MessageStatus
+from relay.storage import directory
+from relay.storage.models import Direction, Message, MessageStatus
 from tests.helpers import (
     Parties,
     Sink,
@@ -28,7 +28,7 @@ def messages(relay: Relay) -> list[Message]:
 
 
 def opt_out(relay: Relay, email: str) -> None:
-    relay.db.call(lambda s: store.set_opt_out(s, email, True))
+    relay.db.call(lambda s: directory.set_opt_out(s, email, True))
 
 
 async def seller_writes(relay: Relay, parties: Parties, subject: str, **headers: str) -> None:
@@ -121,7 +121,7 @@ async def test_other_category_is_not_exempt(relay: Relay, sink: Sink) -> None:
 
 async def test_opted_in_again_receives(relay: Relay, sink: Sink, parties: Parties) -> None:
     opt_out(relay, parties.buyer)
-    relay.db.call(lambda s: store.set_opt_out(s, parties.buyer, False))
+    relay.db.call(lambda s: directory.set_opt_out(s, parties.buyer, False))
     await seller_writes(relay, parties, "News")
     (got,) = await sink.wait_for(1)
     assert got.rcpt_tos == [parties.buyer]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from relay.app import Relay
-from relay.config import RelayConfig
+from relay.core.config import RelayConfig
 from tests.helpers import Parties, Sink, build, send, wait_until
 
 PLUGIN = Path(__file__).parent / "data" / "plugin"
@@ -99,7 +99,7 @@ async def test_plugin_rule_applies_end_to_end(
     assert "Please do not write in capital letters." in notice.data.decode()
 
     def rejected() -> bool:
-        from relay import archive
+        from relay.storage import archive
 
         rows = relay.db.call(lambda s: archive.list_messages(s, status="rejected", limit=10))
         return any(h.rule_id == "no-shouting" for r in rows for h in r.hits)

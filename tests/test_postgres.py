@@ -16,10 +16,10 @@ from collections.abc import Iterator
 import pytest
 from sqlmodel import Session, select
 
-from relay import queue
-from relay.config import DatabaseConfig
-from relay.db import Database
-from relay.models import Delivery, Direction, Message, MessageStatus
+from relay.core.config import DatabaseConfig
+from relay.delivery import spool
+from relay.storage.db import Database
+from relay.storage.models import Delivery, Direction, Message, MessageStatus
 
 
 @pytest.fixture
@@ -57,15 +57,15 @@ def seed(db: Database, count: int) -> list[int]:
 def test_a_claim_skips_the_rows_another_claim_holds(db: Database) -> None:
     ids = seed(db, 6)
     with Session(db.engine) as first:
-        held = queue.claim(first, "worker-a", limit=2, lease=60)  # not committed yet
+        held = spool.claim(first, "worker-a", limit=2, lease=60)  # not committed yet
         started = time.monotonic()
-        others = db.call(queue.claim, "worker-b", limit=10, lease=60)
+        others = db.call(spool.claim, "worker-b", limit=10, lease=60)
         # Not made to wait for the first transaction's locks (lock_timeout is 2 s).
         assert time.monotonic() - started < 1
         first.commit()
     assert len(held) == 2 and len(others) == 4
     assert sorted(c.id for c in held + others) == ids
-    assert db.call(queue.claim, "worker-c", limit=10, lease=60) == []
+    assert db.call(spool.claim, "worker-c", limit=10, lease=60) == []
 
     def owners(s: Session) -> dict[int, str | None]:
         return {d.id or 0: d.claimed_by for d in s.exec(select(Delivery))}
@@ -80,7 +80,7 @@ def test_concurrent_claims_never_share_a_row(db: Database) -> None:
 
     def worker(name: str) -> None:
         mine: list[int] = []
-        while batch := db.call(queue.claim, name, limit=3, lease=60):
+        while batch := db.call(spool.claim, name, limit=3, lease=60):
             mine.extend(c.id for c in batch)
         got[name] = mine
 

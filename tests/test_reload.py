@@ -15,7 +15,7 @@ import signal
 import pytest
 
 from relay.app import Relay
-from relay.config import RelayConfig
+from relay.core.config import RelayConfig
 from tests.helpers import Parties, Sink, register, seller_writes, wait_until
 
 BAD_RULES = "rules:\n  - id: x\n    match: {nosuchkind: 1}\n"

@@ -1,7 +1,7 @@
 """Sellers' response times (``relay responses``), on scripted timelines.
 
 Every message goes through real SMTP to a relay started in the test; time moves
-only with ``relay.clock.advance`` between the sends, so the figures come from the
+only with ``relay.core.clock.advance`` between the sends, so the figures come from the
 timestamps the relay itself wrote.  Each test runs on SQLite and on PostgreSQL.
 Response times include the real seconds the sends take, hence the ``about``.
 """
@@ -21,12 +21,13 @@ from click.testing import CliRunner, Result
 from sqlalchemy import event
 from sqlmodel import Session, select
 
-from relay import clock, store
 from relay.app import Relay
-from relay.cli import main
-from relay.config import RelayConfig
-from relay.models import Message, MessageStatus
-from relay.responses import SellerResponses, format_duration, response_stats
+from relay.cli.commands import main
+from relay.core import clock
+from relay.core.config import RelayConfig
+from relay.ops.response_times import SellerResponses, format_duration, response_stats
+from relay.storage import directory
+from relay.storage.models import Message, MessageStatus
 from tests.helpers import Parties, Sink, buyer_writes, register, seller_writes, wait_until
 
 HOUR = 3600.0
@@ -65,7 +66,7 @@ def another_buyer(relay: Relay, parties: Parties, buyer: str, order_id: str) -> 
     """A second conversation with the same seller."""
 
     def run(s: Session) -> Parties:
-        _order, conv = store.add_order(
+        _order, conv = directory.add_order(
             s, order_id, buyer_email=buyer, buyer_name="Buyer", seller_id=parties.seller_id
         )
         assert conv.id is not None
@@ -198,7 +199,7 @@ async def test_within_late_open_and_open_late(relay: Relay, sink: Sink, parties:
     nothing = figures(relay, quiet.seller_id)
     assert counts(nothing) == dict.fromkeys(counts(nothing), 0)
     assert nothing.share_within_24h is None and nothing.median_seconds is None
-    with pytest.raises(store.DirectoryError, match="no seller with id 999"):
+    with pytest.raises(directory.DirectoryError, match="no seller with id 999"):
         stats(relay, seller_id=999)
 
     # The recent question turns late 24 h after it was sent.

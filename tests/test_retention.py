@@ -4,7 +4,7 @@ relay's daily purge, on real traffic.
 Messages are sent over SMTP to a relay started in the test and end up in every
 state the archive knows (delivered, rejected by a rule with its notice, blocked
 by an opt-out with its notice, quarantined, undelivered); then the relay's clock
-(``relay.clock.advance``) moves past ``archive.retention_days`` and the purge
+(``relay.core.clock.advance``) moves past ``archive.retention_days`` and the purge
 runs.  The ``relay`` command runs in its own process with its own clock, so for
 it the rows are made old in the database instead.
 """
@@ -23,11 +23,13 @@ from typing import Any
 import pytest
 from sqlmodel import Session, col, select
 
-from relay import clock, retention, store
 from relay.app import Relay
-from relay.config import ArchiveConfig, RelayConfig, RetryConfig
-from relay.db import Database
-from relay.models import (
+from relay.core import clock
+from relay.core.config import ArchiveConfig, RelayConfig, RetryConfig
+from relay.ops import retention
+from relay.storage import directory
+from relay.storage.db import Database
+from relay.storage.models import (
     Delivery,
     DeliveryAttempt,
     DeliveryStatus,
@@ -183,11 +185,11 @@ def another_order(
     seller_id = seller_id or parties.seller_id
 
     def run(s: Session) -> Parties:
-        _order, conv = store.add_order(
+        _order, conv = directory.add_order(
             s, order_id, buyer_email=buyer, buyer_name="Jose Cruz", seller_id=seller_id
         )
         assert conv.id is not None
-        seller = store.seller_addresses(s, seller_id)[0].email
+        seller = directory.seller_addresses(s, seller_id)[0].email
         return Parties(
             seller_id,
             conv.id,
@@ -220,9 +222,9 @@ async def test_purge_keeps_what_must_stay_and_removes_the_rest(
         relay, buyer=parties.buyer, seller=("other@seller2.example",), order_id="ORD-2"
     )
     jose = another_order(relay, parties, buyer="jose@buyer.example", order_id="ORD-3")
-    relay.db.call(lambda s: store.set_opt_out(s, jose.buyer, True))
+    relay.db.call(lambda s: directory.set_opt_out(s, jose.buyer, True))
     relay.db.call(
-        lambda s: store.update_seller(s, parties.seller_id, add_emails=["sales@seller.example"])
+        lambda s: directory.update_seller(s, parties.seller_id, add_emails=["sales@seller.example"])
     )
     # Nothing reaches the second shop, nor the notices to the seller's sales address.
     sink.handler.refuse["other@seller2.example"] = "451 4.3.0 try again later"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlmodel import Session, select
 
 from relay.app import Relay
-from relay.models import Message, MessageStatus
+from relay.storage.models import Message, MessageStatus
 from tests.helpers import Parties, Sink, build, send, wait_until
 
 

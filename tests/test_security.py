@@ -20,10 +20,10 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
-from relay import store
 from relay.app import Relay
-from relay.config import SmtpConfig
-from relay.tokenizer import TOKEN_LENGTH, new_token
+from relay.core.config import SmtpConfig
+from relay.message.tokenizer import TOKEN_LENGTH, new_token
+from relay.storage import directory
 from tests.helpers import Parties, Sink, build, make_config, register, send, wait_idle
 
 
@@ -50,7 +50,7 @@ async def test_look_alike_and_encoded_domains_are_not_relayed(
 async def test_an_encoded_line_break_in_a_subject_stays_in_the_subject(
     relay: Relay, sink: Sink, parties: Parties
 ) -> None:
-    relay.db.call(lambda s: store.set_opt_out(s, parties.buyer, True))
+    relay.db.call(lambda s: directory.set_opt_out(s, parties.buyer, True))
     subject = "=?utf-8?q?Hello=0D=0ABcc=3A_victim=40elsewhere=2Eexample?="
     msg = build(frm=parties.seller, to=parties.buyer_token, subject=subject)
     await send(relay, msg, sender=parties.seller, recipients=[parties.buyer_token])
@@ -142,7 +142,7 @@ async def test_a_session_that_keeps_talking_is_closed_at_the_session_timeout(
 
 
 def test_the_production_example_authenticates_senders() -> None:
-    from relay.config import load_config
+    from relay.core.config import load_config
 
     config = load_config(Path(__file__).parents[1] / "config" / "production.example.yaml")
     assert config.auth.policy == "dmarc"

@@ -10,8 +10,8 @@ import aiosmtplib
 import pytest
 
 from relay.app import Relay
-from relay.config import RelayConfig, SmtpConfig
-from relay.parse import TRACE_HEADER
+from relay.core.config import RelayConfig, SmtpConfig
+from relay.message.parse import TRACE_HEADER
 from tests.helpers import Parties, Sink, build, buyer_writes, register, send, wait_idle
 
 
@@ -79,15 +79,15 @@ async def test_null_sender_cannot_write_to_a_token(relay: Relay, parties: Partie
 async def test_messaging_off_refuses_new_buyers_only(
     relay: Relay, sink: Sink, parties: Parties
 ) -> None:
-    from relay import store
+    from relay.storage import directory
 
     # An existing conversation: a message has passed before messaging is switched off.
     await buyer_writes(relay, parties)
     await sink.wait_for(1)
-    relay.db.call(lambda s: store.update_seller(s, parties.seller_id, messaging=False))
+    relay.db.call(lambda s: directory.update_seller(s, parties.seller_id, messaging=False))
 
     def new_order(s):  # type: ignore[no-untyped-def]
-        _o, conv = store.add_order(
+        _o, conv = directory.add_order(
             s,
             "ORD-2",
             buyer_email="new@buyer.example",
@@ -116,7 +116,7 @@ async def test_messaging_off_refuses_new_buyers_only(
 def _buyer_token(session, email):  # type: ignore[no-untyped-def]
     from sqlmodel import select
 
-    from relay.models import Buyer, Conversation
+    from relay.storage.models import Buyer, Conversation
 
     buyer = session.exec(select(Buyer).where(Buyer.email == email)).one()
     conv = session.exec(select(Conversation).where(Conversation.buyer_id == buyer.id)).one()

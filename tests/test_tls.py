@@ -13,10 +13,10 @@ from click.testing import CliRunner
 from sqlmodel import select
 
 from relay.app import Relay
-from relay.cli import main
-from relay.config import RelayConfig, SmarthostConfig, SmtpConfig
-from relay.models import Delivery, DeliveryAttempt
-from relay.tls import TlsError, generate_self_signed, server_context
+from relay.cli.commands import main
+from relay.core.config import RelayConfig, SmarthostConfig, SmtpConfig
+from relay.core.tls import TlsError, generate_self_signed, server_context
+from relay.storage.models import Delivery, DeliveryAttempt
 from tests.helpers import Sink, build, make_config, register, start_sink, wait_until
 
 

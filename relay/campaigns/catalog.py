@@ -17,7 +17,6 @@ from typing import TypeVar
 
 from sqlmodel import Session, col, func, select
 
-from relay import names, store
 from relay.campaigns import rules
 from relay.campaigns.models import (
     Brand,
@@ -31,9 +30,11 @@ from relay.campaigns.models import (
     ShoppingEvent,
 )
 from relay.campaigns.status import set_status
-from relay.clock import as_utc
-from relay.models import Buyer, utcnow
-from relay.store import DirectoryError
+from relay.core import names
+from relay.core.clock import as_utc
+from relay.storage import directory
+from relay.storage.directory import DirectoryError
+from relay.storage.models import Buyer, utcnow
 
 M = TypeVar("M")
 
@@ -50,7 +51,7 @@ def no_address(what: str, text: str) -> None:
 
 
 def checked_name(field: str, text: str) -> str:
-    """A name shown in a header or a heading (``relay.names``), or CampaignError."""
+    """A name shown in a header or a heading (``relay.core.names``), or CampaignError."""
     try:
         checked = names.check(field, text, address_ok=True)
     except names.NameProblem as exc:
@@ -142,13 +143,13 @@ def follow(
 ) -> Follower:
     """``email`` follows the brand (again, if it had unsubscribed)."""
     get_brand(session, brand_id)
-    buyer = store.find_buyer(session, email)
+    buyer = directory.find_buyer(session, email)
     if buyer is None:
-        buyer = Buyer(email=store.normalize_email(email), name=store.optional_name(name))
+        buyer = Buyer(email=directory.normalize_email(email), name=directory.optional_name(name))
         session.add(buyer)
         session.flush()
     elif name.strip() and not buyer.name:
-        buyer.name = store.optional_name(name)
+        buyer.name = directory.optional_name(name)
         session.add(buyer)
     assert buyer.id is not None
     follower = session.exec(
@@ -168,7 +169,7 @@ def follow(
 
 def unfollow(session: Session, brand_id: int, email: str) -> Follower:
     """The follower unsubscribes from the brand's campaigns (an admin's request)."""
-    buyer = store.find_buyer(session, email)
+    buyer = directory.find_buyer(session, email)
     follower = (
         session.exec(
             select(Follower).where(Follower.brand_id == brand_id, Follower.buyer_id == buyer.id)

@@ -45,8 +45,6 @@ from sqlalchemy import and_, insert
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, or_, select
 
-from relay import metrics, queue
-from relay.archive import Archive
 from relay.campaigns import ledger, lifecycle, rules
 from relay.campaigns.models import (
     Brand,
@@ -63,13 +61,16 @@ from relay.campaigns.models import (
 )
 from relay.campaigns.render import Content, Recipient, Renderer
 from relay.campaigns.status import set_status
-from relay.clock import as_utc
-from relay.compose import UnsafeMessage
-from relay.config import RelayConfig
-from relay.db import Database, StorageUnavailable, insert_row
-from relay.logs import event
-from relay.models import Buyer, Direction, Message, MessageStatus, utcnow
-from relay.tokenizer import new_token
+from relay.core import metrics
+from relay.core.clock import as_utc
+from relay.core.config import RelayConfig
+from relay.core.logs import event
+from relay.delivery import spool
+from relay.message.compose import UnsafeMessage
+from relay.message.tokenizer import new_token
+from relay.storage.archive import Archive
+from relay.storage.db import Database, StorageUnavailable, insert_row
+from relay.storage.models import Buyer, Direction, Message, MessageStatus, utcnow
 
 log = logging.getLogger("relay.campaigns")
 
@@ -216,7 +217,7 @@ def claim(
         .order_by(col(CampaignSend.due_at), col(CampaignSend.id))
         .limit(limit)
     )
-    ids = queue.lease_rows(session, CampaignSend, candidates, claimable, worker=worker, until=until)
+    ids = spool.lease_rows(session, CampaignSend, candidates, claimable, worker=worker, until=until)
     settled: Counter[str] = Counter()
     suspended: list[int] = []
     if not ids:
@@ -291,7 +292,7 @@ def queue_rendered(
                 trace_id=f"campaign-{campaign.id}-{send.id}",
             ),
         )
-        queue.enqueue(session, message_id, recipient=buyer.email, domain=domain)
+        spool.enqueue(session, message_id, recipient=buyer.email, domain=domain)
         send.status = SendStatus.SENT
         send.message_id = message_id
         send.done_at = utcnow()
@@ -466,7 +467,7 @@ class Dispatcher:
         self.archive = archive
         self.renderer = renderer
         self.on_queued = on_queued
-        self.worker = queue.worker_id()
+        self.worker = spool.worker_id()
         self._wake = asyncio.Event()
         self._stopping = False
 

@@ -29,7 +29,7 @@ from sqlmodel import Session, col, select
 
 from relay.campaigns.models import BrandContact, CampaignSend, SendStatus
 from relay.campaigns.rules import FREQUENCY
-from relay.clock import as_utc
+from relay.core.clock import as_utc
 
 
 def reserve(

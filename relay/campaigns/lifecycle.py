@@ -20,7 +20,6 @@ from typing import Any
 
 from sqlmodel import Session, col, delete, select
 
-from relay import names
 from relay.campaigns import catalog, rules
 from relay.campaigns.catalog import CampaignError
 from relay.campaigns.models import (
@@ -35,8 +34,9 @@ from relay.campaigns.models import (
     ShoppingEvent,
 )
 from relay.campaigns.status import set_status
-from relay.clock import as_utc
-from relay.models import utcnow
+from relay.core import names
+from relay.core.clock import as_utc
+from relay.storage.models import utcnow
 
 MAX_SUBJECT = 200
 MAX_CONTENT = 20_000

@@ -10,7 +10,7 @@ every change is a ``CampaignStatusChange`` row.  When it starts sending, one
 records what became of it.  ``BrandContact`` is the 7-day rule's ledger: when a
 brand last reached a customer, and with which campaign.
 
-Times are timezone-aware UTC (``relay.clock``); start dates and event dates are
+Times are timezone-aware UTC (``relay.core.clock``); start dates and event dates are
 calendar dates in UTC.
 """
 
@@ -22,7 +22,7 @@ from datetime import date, datetime
 from sqlalchemy import Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from relay.models import utcnow
+from relay.storage.models import utcnow
 
 
 class CampaignKind(enum.StrEnum):

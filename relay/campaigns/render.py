@@ -29,15 +29,16 @@ from typing import Any
 
 import jinja2
 
-from relay import addresses, mailpolicy, names
-from relay.addresses import ANY_ADDRESS
 from relay.campaigns.models import Brand, Campaign, Product, Promotion, PromotionKind, ShoppingEvent
-from relay.clock import as_utc
-from relay.compose import UnsafeMessage, leaks
-from relay.config import RelayConfig
-from relay.parse import TRACE_HEADER
-from relay.threading_ids import new_message_id
-from relay.yamlload import ConfigError
+from relay.core import addresses, names
+from relay.core.addresses import ANY_ADDRESS
+from relay.core.clock import as_utc
+from relay.core.config import RelayConfig
+from relay.core.yamlload import ConfigError
+from relay.message import mailpolicy
+from relay.message.compose import UnsafeMessage, leaks
+from relay.message.parse import TRACE_HEADER
+from relay.message.threading_ids import new_message_id
 
 BUILTIN = Path(__file__).parent / "templates"
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
 from relay.campaigns.models import Promotion, PromotionStatus, ShoppingEvent
-from relay.clock import as_utc
+from relay.core.clock import as_utc
 
 REVIEW_HOURS = 72
 WINDOW_DAYS = 5

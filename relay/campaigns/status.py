@@ -20,7 +20,7 @@ from relay.campaigns.models import (
     CampaignStatusChange,
     SendStatus,
 )
-from relay.models import utcnow
+from relay.storage.models import utcnow
 
 
 def set_status(

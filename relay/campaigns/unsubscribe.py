@@ -15,7 +15,7 @@ the follower is.
 
 An unknown token is 404; the endpoint never says whose a token is.  It has an
 HTTP server of its own (``campaigns.unsubscribe.listen``, loopback by default,
-behind the marketplace's HTTPS front end; ``relay.httpserver``), so a request
+behind the marketplace's HTTPS front end; ``relay.core.httpserver``), so a request
 never touches the event loop that serves SMTP, and slow or oversized requests
 are cut off there (SECURITY.md, "The HTTP endpoints").
 """
@@ -31,13 +31,13 @@ from urllib.parse import parse_qs
 
 from sqlmodel import Session, col, select
 
-from relay import metrics
 from relay.campaigns.models import Brand, CampaignSend, Follower
-from relay.config import http_base
-from relay.db import Database, StorageUnavailable
-from relay.httpserver import HttpLimits, StartResponse, WsgiServer
-from relay.logs import event
-from relay.models import utcnow
+from relay.core import metrics
+from relay.core.config import http_base
+from relay.core.httpserver import HttpLimits, StartResponse, WsgiServer
+from relay.core.logs import event
+from relay.storage.db import Database, StorageUnavailable
+from relay.storage.models import utcnow
 
 log = logging.getLogger("relay.campaigns")
 

@@ -20,8 +20,8 @@ from relay.filters.base import Action, Hit, HtmlStripping, Matcher, Redacting, V
 from relay.filters.html import redact as redact_html
 from relay.filters.spans import replace_spans
 from relay.filters.view import is_body, part_text
-from relay.parse import header_text
-from relay.tokenizer import set_header, set_part_text
+from relay.message.parse import header_text
+from relay.message.tokenizer import set_header, set_part_text
 
 IMAGE_NOTE = "[image removed]"
 

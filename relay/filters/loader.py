@@ -15,9 +15,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from relay.core.yamlload import ConfigError, describe_validation_error, line_of, read_yaml
 from relay.filters.base import Action, HtmlStripping, Redacting, Role, Rule, RuleSet
 from relay.filters.registry import MatcherFactory, find_factory, known_kinds
-from relay.yamlload import ConfigError, describe_validation_error, line_of, read_yaml
 
 
 class _Strict(BaseModel):

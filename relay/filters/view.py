@@ -15,8 +15,8 @@ from functools import cached_property
 
 from relay.filters.base import Role
 from relay.filters.html import HtmlScan, scan
-from relay.parse import header_text
-from relay.tokenizer import (
+from relay.message.parse import header_text
+from relay.message.tokenizer import (
     decode_encoded_messages,
     decode_header_text,
     shown_as_text,

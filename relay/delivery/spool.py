@@ -1,0 +1,527 @@
+"""The durable outbound queue: a table of deliveries, claimed with a lease.
+
+A worker claims due deliveries by setting a lease (``claimed_by``,
+``claimed_until``) on rows that are pending and unclaimed or whose lease ran
+out: on PostgreSQL the rows are selected ``FOR UPDATE SKIP LOCKED``, on SQLite
+each is leased by a conditional UPDATE.  So several workers and several relay
+processes or hosts sharing one database never deliver the same row at the same
+time.  A live worker renews the leases of what it is still sending; a worker
+that dies leaves them to expire, and a restarted relay on the same host
+releases the leases of its own dead processes at once.
+
+Outcome classification follows RFC 5321 §4.2.1 (and Mailman's ``deliver``): a
+5xx reply is permanent, except 552, which §4.5.3.1.10 tells clients to treat as
+temporary for historical reasons; 4xx replies and connection trouble are
+retried with exponential backoff until ``give_up_after``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import ColumnElement, update
+from sqlalchemy.orm import aliased
+from sqlmodel import Session, col, func, or_, select
+from sqlmodel.sql.expression import SelectOfScalar
+
+from relay.campaigns import ledger
+from relay.core.config import RelayConfig, RetryConfig
+from relay.delivery.notices import create_notice, party_map, sanitize
+from relay.message.tokenizer import new_token, token_address
+from relay.storage.archive import Archive
+from relay.storage.db import insert_row
+from relay.storage.models import (
+    Conversation,
+    Delivery,
+    DeliveryAttempt,
+    DeliveryStatus,
+    Direction,
+    Message,
+    MessageStatus,
+    utcnow,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    id: int
+    message_id: int
+    envelope_from: str
+    recipient: str
+    path: str
+    attempts: int
+    trace_id: str = "-"
+    direction: str = ""
+    recipient_token: str = "-"
+    """The recipient's token address: what the logs say instead of ``recipient``."""
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{new_token()[:6]}"
+
+
+def enqueue(session: Session, message_id: int, *, recipient: str, domain: str) -> int:
+    """A delivery of message ``message_id`` to ``recipient`` with its own VERP
+    return path; returns the delivery's id."""
+    verp = new_token()
+    return insert_row(
+        session,
+        Delivery(
+            message_id=message_id,
+            envelope_from=f"bounce+{verp}@{domain}",
+            verp=verp,
+            recipient=recipient,
+        ),
+    )
+
+
+def claim(
+    session: Session,
+    worker: str,
+    *,
+    limit: int,
+    lease: float,
+    now: datetime | None = None,
+    domain: str = "",
+) -> list[Claimed]:
+    """Lease up to ``limit`` due deliveries to ``worker`` until ``now + lease``.
+
+    On PostgreSQL the candidates are selected ``FOR UPDATE SKIP LOCKED``: rows that
+    another transaction is claiming are passed over instead of waited for, and the
+    lease is set before this transaction commits and lets go of the row locks.
+    SQLite has no row locks; there each candidate is leased by a conditional
+    UPDATE that only succeeds if the row is still claimable when the write lock
+    is held, so a row another worker claimed in between is skipped.
+    """
+    now = now or utcnow()
+    until = now + timedelta(seconds=lease)
+    claimable = (
+        col(Delivery.status) == DeliveryStatus.PENDING,
+        col(Delivery.next_attempt_at) <= now,
+        or_(col(Delivery.claimed_until).is_(None), col(Delivery.claimed_until) < now),
+    )
+    due = select(Delivery.id).where(*claimable).order_by(col(Delivery.next_attempt_at))
+    ids = lease_rows(session, Delivery, due.limit(limit), claimable, worker=worker, until=until)
+    return _claimed(session, ids, domain) if ids else []
+
+
+class Leasable(Protocol):
+    """A table whose rows are claimed with a lease (deliveries, campaign sends)."""
+
+    id: int | None
+    claimed_by: str | None
+    claimed_until: datetime | None
+
+
+def lease_rows(
+    session: Session,
+    model: type[Leasable],
+    due: SelectOfScalar[Any],
+    claimable: Sequence[ColumnElement[bool]],
+    *,
+    worker: str,
+    until: datetime,
+) -> list[int]:
+    """Lease the rows ``due`` selects (ids) that are still ``claimable`` to
+    ``worker`` until ``until``; returns the ids leased (see ``claim``)."""
+    ids: list[int] = []
+    key = col(model.id)
+    if session.get_bind().dialect.name == "postgresql":
+        locked = session.exec(due.with_for_update(skip_locked=True, of=model)).all()
+        ids = [i for i in locked if i is not None]
+        if ids:
+            session.execute(
+                update(model).where(key.in_(ids)).values(claimed_by=worker, claimed_until=until)
+            )
+        return ids
+    for row_id in session.exec(due).all():
+        result: Any = session.execute(
+            update(model)
+            .where(key == row_id, *claimable)
+            .values(claimed_by=worker, claimed_until=until)
+        )
+        if result.rowcount == 1 and row_id is not None:
+            ids.append(row_id)
+    return ids
+
+
+def _claimed(session: Session, ids: list[int], domain: str) -> list[Claimed]:
+    """What the worker needs of the leased deliveries, in one joined query.  A
+    delivery whose message has no delivered copy cannot be sent: it fails."""
+    about = aliased(Message)
+    rows = session.exec(
+        select(  # type: ignore[call-overload]
+            Delivery.id,
+            Delivery.message_id,
+            Delivery.envelope_from,
+            Delivery.recipient,
+            Delivery.attempts,
+            Message.delivered_path,
+            Message.trace_id,
+            Message.direction,
+            about.direction,
+            Conversation.buyer_token,
+            Conversation.seller_token,
+        )
+        .join(Message, col(Message.id) == col(Delivery.message_id), isouter=True)
+        .join(about, col(about.id) == col(Message.about_message_id), isouter=True)
+        .join(Conversation, col(Conversation.id) == col(Message.conversation_id), isouter=True)
+        .where(col(Delivery.id).in_(ids))
+        .order_by(col(Delivery.next_attempt_at))
+    ).all()
+    claimed: list[Claimed] = []
+    for row in rows:
+        (d_id, message_id, envelope_from, recipient, attempts, path, trace, direction) = row[:8]
+        about_direction, buyer_token, seller_token = row[8:]
+        if not path:
+            d = session.get(Delivery, d_id)
+            assert d is not None
+            _finish(session, d, DeliveryStatus.FAILED, "failed", "no delivered copy archived")
+            continue
+        # A notice goes back to the sender of the message it is about.
+        to_seller = (
+            about_direction is Direction.SELLER_TO_BUYER
+            if direction is Direction.NOTICE
+            else direction is Direction.BUYER_TO_SELLER
+        )
+        token = seller_token if to_seller else buyer_token
+        claimed.append(
+            Claimed(
+                d_id,
+                message_id,
+                envelope_from,
+                recipient,
+                path,
+                attempts,
+                trace_id=trace or "-",
+                direction=direction.value,
+                recipient_token=(token_address(token, domain) if domain else token)
+                if token and (direction is not Direction.NOTICE or about_direction)
+                else "-",
+            )
+        )
+    return claimed
+
+
+def renew_claims(
+    session: Session, worker: str, ids: list[int], *, lease: float, now: datetime | None = None
+) -> int:
+    """Extend ``worker``'s leases on the deliveries it is still sending.
+
+    A delivery may take longer than one lease (a slow smarthost, a big message):
+    without this, the lease would run out mid-send and the row would be claimed
+    and sent again.  A worker that dies stops renewing, and its leases expire."""
+    if not ids:
+        return 0
+    now = now or utcnow()
+    result: Any = session.execute(
+        update(Delivery)
+        .where(
+            col(Delivery.id).in_(ids),
+            col(Delivery.claimed_by) == worker,
+            col(Delivery.status) == DeliveryStatus.PENDING,
+        )
+        .values(claimed_until=now + timedelta(seconds=lease))
+    )
+    return int(result.rowcount)
+
+
+def release_dead_claims(session: Session) -> int:
+    """Release leases held by processes of this host that no longer exist."""
+    host = socket.gethostname()
+    released = 0
+    rows = session.exec(
+        select(Delivery).where(
+            Delivery.status == DeliveryStatus.PENDING, col(Delivery.claimed_by).is_not(None)
+        )
+    ).all()
+    for d in rows:
+        owner_host, _, rest = (d.claimed_by or "").partition(":")
+        pid = rest.partition(":")[0]
+        if owner_host == host and pid.isdigit() and not _alive(int(pid)):
+            d.claimed_by = None
+            d.claimed_until = None
+            session.add(d)
+            released += 1
+    return released
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # a previous life of this process id: our own claims are all new
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _owned(session: Session, delivery_id: int, worker: str) -> Delivery | None:
+    d = session.get(Delivery, delivery_id)
+    if d is None or d.status is not DeliveryStatus.PENDING or d.claimed_by != worker:
+        return None
+    return d
+
+
+def _finish(
+    session: Session, d: Delivery, status: DeliveryStatus, outcome: str, reply: str
+) -> None:
+    now = utcnow()
+    d.status = status
+    d.attempts += 1
+    d.last_reply = reply
+    d.finished_at = now
+    d.claimed_by = None
+    d.claimed_until = None
+    session.add(d)
+    assert d.id is not None
+    session.add(DeliveryAttempt(delivery_id=d.id, at=now, outcome=outcome, reply=reply))
+
+
+def record_delivered(session: Session, delivery_id: int, worker: str, reply: str) -> None:
+    d = _owned(session, delivery_id, worker)
+    if d is None:
+        return
+    _finish(session, d, DeliveryStatus.DELIVERED, "delivered", reply)
+    msg = session.get(Message, d.message_id)
+    if msg is not None and msg.status is MessageStatus.QUEUED:
+        msg.status = MessageStatus.DELIVERED
+        msg.updated_at = utcnow()
+        session.add(msg)
+        if msg.direction is Direction.CAMPAIGN:
+            ledger.mark_delivered(session, d.message_id)
+
+
+def backoff(retry: RetryConfig, attempts: int) -> float:
+    """Seconds to wait after the ``attempts``-th failed attempt (1-based)."""
+    return float(min(retry.max_delay, retry.initial_delay * (2 ** max(0, attempts - 1))))
+
+
+def record_deferred(
+    session: Session,
+    delivery_id: int,
+    worker: str,
+    reply: str,
+    *,
+    archive: Archive,
+    config: RelayConfig,
+) -> bool:
+    """Schedule the next attempt, or give up: True when the message failed."""
+    d = _owned(session, delivery_id, worker)
+    if d is None:
+        return False
+    now = utcnow()
+    if (now - d.created_at).total_seconds() >= config.delivery.retry.give_up_after:
+        _fail(
+            session,
+            d,
+            "gave_up",
+            f"gave up after {d.attempts + 1} attempts: {reply}",
+            archive=archive,
+            config=config,
+        )
+        return True
+    d.attempts += 1
+    d.last_reply = reply
+    d.next_attempt_at = now + timedelta(seconds=backoff(config.delivery.retry, d.attempts))
+    d.claimed_by = None
+    d.claimed_until = None
+    session.add(d)
+    assert d.id is not None
+    session.add(DeliveryAttempt(delivery_id=d.id, at=now, outcome="deferred", reply=reply))
+    return False
+
+
+def record_failed(
+    session: Session,
+    delivery_id: int,
+    worker: str,
+    reply: str,
+    *,
+    archive: Archive,
+    config: RelayConfig,
+) -> bool:
+    """The delivery failed for good: True when it was still this worker's to record."""
+    d = _owned(session, delivery_id, worker)
+    if d is None:
+        return False
+    _fail(session, d, "failed", reply, archive=archive, config=config)
+    return True
+
+
+def _fail(
+    session: Session,
+    d: Delivery,
+    outcome: str,
+    reply: str,
+    *,
+    archive: Archive,
+    config: RelayConfig,
+) -> None:
+    _finish(session, d, DeliveryStatus.FAILED, outcome, reply)
+    msg = session.get(Message, d.message_id)
+    if msg is None:
+        return
+    _notify_failure(
+        session, msg, reply, archive=archive, config=config, what="could not be delivered"
+    )
+
+
+def _notify_failure(
+    session: Session,
+    msg: Message,
+    reply: str,
+    *,
+    archive: Archive,
+    config: RelayConfig,
+    what: str,
+) -> None:
+    msg.status = MessageStatus.FAILED
+    msg.status_reason = reply[:500]
+    msg.updated_at = utcnow()
+    session.add(msg)
+    if msg.direction is Direction.CAMPAIGN:
+        # No notice: campaign mail has no sender to tell; its report counts it.
+        assert msg.id is not None
+        ledger.mark_bounced(session, msg.id)
+        return
+    if msg.direction is Direction.NOTICE:
+        return
+    domain = config.marketplace.domain
+    why = "The recipient's mail server reported: " + sanitize(
+        reply, party_map(session, msg, domain), domain
+    )
+    create_notice(session, archive, config, about=msg, what=what, why=why)
+
+
+def record_dsn(
+    session: Session,
+    verp: str,
+    *,
+    permanent: bool,
+    status: str,
+    diagnostic: str,
+    archive: Archive,
+    config: RelayConfig,
+) -> bool:
+    """A delivery status notification came back to ``bounce+verp@``.
+
+    A permanent failure marks the delivery bounced and notifies the sender, once;
+    a delay is recorded.  Returns False if no delivery has that VERP token.
+    """
+    d = session.exec(select(Delivery).where(Delivery.verp == verp)).first()
+    if d is None or d.id is None:
+        return False
+    now = utcnow()
+    text = f"{status} {diagnostic}".strip()
+    if not permanent:
+        session.add(DeliveryAttempt(delivery_id=d.id, at=now, outcome="dsn_delayed", reply=text))
+        return True
+    result: Any = session.execute(
+        update(Delivery)
+        .where(
+            col(Delivery.id) == d.id,
+            col(Delivery.status).in_([DeliveryStatus.PENDING, DeliveryStatus.DELIVERED]),
+        )
+        .values(
+            status=DeliveryStatus.BOUNCED,
+            finished_at=now,
+            last_reply=text,
+            claimed_by=None,
+            claimed_until=None,
+        )
+    )
+    session.add(DeliveryAttempt(delivery_id=d.id, at=now, outcome="dsn_failed", reply=text))
+    if result.rowcount == 1:
+        msg = session.get(Message, d.message_id)
+        if msg is not None:
+            _notify_failure(
+                session,
+                msg,
+                text,
+                archive=archive,
+                config=config,
+                what="was returned by the recipient's mail server",
+            )
+    return True
+
+
+def verp_exists(session: Session, verp: str) -> bool:
+    return session.exec(select(Delivery.id).where(Delivery.verp == verp)).first() is not None
+
+
+def retry_now(session: Session, delivery_id: int) -> Delivery | None:
+    """Make a delivery due now; a failed one is put back in the queue (admin's call)."""
+    d = session.get(Delivery, delivery_id)
+    if d is None:
+        return None
+    if d.status is DeliveryStatus.DELIVERED:
+        return d
+    if d.status in (DeliveryStatus.FAILED, DeliveryStatus.BOUNCED):
+        d.status = DeliveryStatus.PENDING
+        d.finished_at = None
+        d.created_at = utcnow()  # the retry window starts again
+        msg = session.get(Message, d.message_id)
+        if msg is not None:
+            msg.status = MessageStatus.QUEUED
+            session.add(msg)
+    now = utcnow()
+    d.next_attempt_at = now
+    if d.claimed_until is None or d.claimed_until < now:
+        # A live claim means a worker is sending it right now: leave it that
+        # worker's, or the message could go out twice.
+        d.claimed_by = None
+        d.claimed_until = None
+    session.add(d)
+    session.flush()
+    return d
+
+
+def list_queue(session: Session, *, include_done: bool = False, limit: int = 200) -> list[Delivery]:
+    query = select(Delivery).order_by(col(Delivery.id)).limit(limit)
+    if not include_done:
+        query = query.where(Delivery.status == DeliveryStatus.PENDING)
+    return list(session.exec(query).all())
+
+
+def pending_summary(session: Session) -> tuple[int, datetime | None]:
+    """How many deliveries wait, and since when the oldest has (metrics, status)."""
+    row = session.exec(
+        select(func.count(), func.min(Delivery.created_at)).where(
+            Delivery.status == DeliveryStatus.PENDING
+        )
+    ).one()
+    return int(row[0]), row[1]
+
+
+def next_due(session: Session) -> datetime | None:
+    row = session.exec(
+        select(Delivery.next_attempt_at)
+        .where(Delivery.status == DeliveryStatus.PENDING)
+        .order_by(col(Delivery.next_attempt_at))
+        .limit(1)
+    ).first()
+    return row
+
+
+class RecordFn(Protocol):
+    """The shape of ``record_deferred`` and ``record_failed``: True when the
+    message is now failed."""
+
+    def __call__(
+        self,
+        session: Session,
+        delivery_id: int,
+        worker: str,
+        reply: str,
+        *,
+        archive: Archive,
+        config: RelayConfig,
+    ) -> bool: ...

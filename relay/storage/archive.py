@@ -1,0 +1,158 @@
+"""The archive: every message as received and as delivered, with its verdicts and
+delivery history (README, introduction).
+
+Copies are files under ``archive.path`` written with the write-fsync-rename-fsync
+sequence, *before* the database transaction that refers to them commits.  So a
+committed row always points at a file that is on disk; a crash between the two
+leaves at most an orphan file, never a row without its copy.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlmodel import Session, col, func, select
+
+from relay.core import metrics
+from relay.core.clock import as_utc
+from relay.core.durable import write_file
+from relay.storage.models import Delivery, DeliveryAttempt, Message, RuleHit, utcnow
+
+
+class ArchiveError(Exception):
+    """An archived copy could not be written or read."""
+
+
+class Archive:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def store(self, data: bytes, kind: str) -> str:
+        """Write ``data`` durably; returns its path relative to the archive root."""
+        now = utcnow()
+        rel = Path(f"{now:%Y/%m/%d}") / f"{now:%H%M%S}-{secrets.token_hex(8)}.{kind}.eml"
+        path = self.root / rel
+        try:
+            with metrics.timed("archive"):
+                write_file(path, data)
+        except OSError as exc:
+            raise ArchiveError(f"cannot write archive copy: {exc}") from exc
+        return rel.as_posix()
+
+    def read(self, rel: str) -> bytes:
+        try:
+            return (self.root / rel).read_bytes()
+        except OSError as exc:
+            raise ArchiveError(f"cannot read archive copy {rel}: {exc}") from exc
+
+    def check_writable(self) -> None:
+        """Raises ArchiveError if the archive directory cannot be written.
+
+        The probe goes through ``store`` (the same directories and fsyncs a real
+        copy takes) and is removed again, so restarts leave nothing behind."""
+        rel = self.store(b"", "probe")
+        (self.root / rel).unlink(missing_ok=True)
+
+
+# --- queries for the CLI and the API ---------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MessageSummary:
+    message: Message
+    hits: list[RuleHit]
+
+    def as_json(self) -> dict[str, Any]:
+        m = self.message
+        return {
+            "id": m.id,
+            "conversation_id": m.conversation_id,
+            "direction": m.direction.value,
+            "status": m.status.value,
+            "status_reason": m.status_reason,
+            "subject": m.subject,
+            "envelope_from": m.envelope_from,
+            "recipient": m.recipient,
+            "about_message_id": m.about_message_id,
+            "trace_id": m.trace_id,
+            "created_at": iso(m.created_at),
+            "rule_hits": [
+                {"rule_id": h.rule_id, "action": h.action, "where": h.location, "detail": h.detail}
+                for h in self.hits
+            ],
+        }
+
+
+def count_messages(session: Session, *, conversation_id: int) -> int:
+    query = (
+        select(func.count()).select_from(Message).where(Message.conversation_id == conversation_id)
+    )
+    return int(session.exec(query).one())
+
+
+def list_messages(
+    session: Session,
+    *,
+    conversation_id: int | None = None,
+    status: str | None = None,
+    limit: int = 100,
+) -> list[MessageSummary]:
+    query = select(Message).order_by(col(Message.id).desc()).limit(limit)
+    if conversation_id is not None:
+        query = query.where(Message.conversation_id == conversation_id)
+    if status is not None:
+        query = query.where(Message.status == status)
+    messages = list(session.exec(query).all())
+    ids = [m.id for m in messages]
+    hits: dict[int, list[RuleHit]] = {}
+    if ids:
+        for hit in session.exec(select(RuleHit).where(col(RuleHit.message_id).in_(ids))).all():
+            hits.setdefault(hit.message_id, []).append(hit)
+    return [MessageSummary(m, hits.get(m.id or 0, [])) for m in messages]
+
+
+def message_detail(session: Session, message_id: int) -> dict[str, Any] | None:
+    """The archived message's metadata, rule hits and delivery history."""
+    message = session.get(Message, message_id)
+    if message is None:
+        return None
+    hits = session.exec(select(RuleHit).where(RuleHit.message_id == message_id)).all()
+    detail = MessageSummary(message, list(hits)).as_json()
+    detail["original_message_id"] = message.original_message_id
+    detail["relay_message_id"] = message.relay_message_id
+    detail["received_copy"] = message.received_path
+    detail["delivered_copy"] = message.delivered_path
+    deliveries = []
+    for d in session.exec(select(Delivery).where(Delivery.message_id == message_id)).all():
+        attempts = session.exec(
+            select(DeliveryAttempt)
+            .where(DeliveryAttempt.delivery_id == d.id)
+            .order_by(col(DeliveryAttempt.id))
+        ).all()
+        deliveries.append(
+            {
+                "id": d.id,
+                "recipient": d.recipient,
+                "envelope_from": d.envelope_from,
+                "status": d.status.value,
+                "attempts": d.attempts,
+                "next_attempt_at": iso(d.next_attempt_at),
+                "last_reply": d.last_reply,
+                "history": [
+                    {"at": iso(a.at), "outcome": a.outcome, "reply": a.reply} for a in attempts
+                ],
+            }
+        )
+    detail["deliveries"] = deliveries
+    return detail
+
+
+def iso(value: datetime | None) -> str | None:
+    """``2026-01-31T12:00:00Z``: what the CLI's JSON uses for every timestamp."""
+    if value is None:
+        return None
+    return as_utc(value).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,351 @@
+"""Sellers, buyers, orders and conversations: the marketplace's directory.
+
+These functions take a session and are what both the CLI and the relay use; the
+same calls are the Python API for a marketplace back end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from relay.core import addresses, names
+from relay.inbound.replies import (
+    MESSAGING_OFF,
+    SENDER_NOT_ALLOWED,
+    UNKNOWN_TOKEN,
+    Rejected,
+)
+from relay.message.tokenizer import new_token, token_address
+from relay.storage.models import (
+    Buyer,
+    Conversation,
+    Direction,
+    Message,
+    Order,
+    Party,
+    Seller,
+    SellerAddress,
+)
+
+
+class DirectoryError(Exception):
+    """An administrative request that cannot be carried out (unknown id, duplicate...)."""
+
+
+# --- sellers ----------------------------------------------------------------
+
+
+def checked_name(field: str, text: str, *, max_length: int = names.MAX_NAME) -> str:
+    """``names.check`` with its refusal as a DirectoryError: a name that would
+    be written into headers is refused where it enters (``relay.core.names``)."""
+    try:
+        return names.check(field, text, max_length=max_length)
+    except names.NameProblem as exc:
+        raise DirectoryError(str(exc)) from None
+
+
+def optional_name(text: str, field: str = "buyer name") -> str:
+    """A name that may be left out (a buyer's): empty, or ``checked_name``."""
+    return checked_name(field, text) if text.strip() else ""
+
+
+def add_seller(session: Session, *, name: str, emails: Sequence[str]) -> Seller:
+    if not name.strip():
+        raise DirectoryError("a seller needs a name")
+    name = checked_name("seller name", name)
+    if not emails:
+        raise DirectoryError("a seller needs at least one approved sender address")
+    normalized = [normalize_email(e) for e in emails]
+    seller = Seller(name=name)
+    session.add(seller)
+    session.flush()
+    assert seller.id is not None
+    for i, email in enumerate(dict.fromkeys(normalized)):
+        _claim_seller_address(session, seller.id, email, primary=(i == 0))
+    session.flush()
+    return seller
+
+
+def _claim_seller_address(session: Session, seller_id: int, email: str, *, primary: bool) -> None:
+    if session.exec(select(Buyer).where(Buyer.email == email)).first() is not None:
+        raise DirectoryError(f"{email} is a buyer's address and cannot be a seller address")
+    existing = session.exec(select(SellerAddress).where(SellerAddress.email == email)).first()
+    if existing is not None:
+        if existing.seller_id == seller_id:
+            return
+        raise DirectoryError(f"{email} is already an address of seller {existing.seller_id}")
+    session.add(SellerAddress(seller_id=seller_id, email=email, is_primary=primary))
+
+
+def get_seller(session: Session, seller_id: int) -> Seller:
+    seller = session.get(Seller, seller_id)
+    if seller is None:
+        raise DirectoryError(f"no seller with id {seller_id}")
+    return seller
+
+
+def seller_addresses(session: Session, seller_id: int) -> list[SellerAddress]:
+    rows = session.exec(
+        select(SellerAddress)
+        .where(SellerAddress.seller_id == seller_id)
+        .order_by(col(SellerAddress.is_primary).desc(), col(SellerAddress.id))
+    ).all()
+    return list(rows)
+
+
+def update_seller(
+    session: Session,
+    seller_id: int,
+    *,
+    messaging: bool | None = None,
+    add_emails: Sequence[str] = (),
+    remove_emails: Sequence[str] = (),
+) -> Seller:
+    seller = get_seller(session, seller_id)
+    if messaging is not None:
+        seller.messaging_enabled = messaging
+    for email in add_emails:
+        _claim_seller_address(session, seller_id, normalize_email(email), primary=False)
+    session.flush()
+    for email in remove_emails:
+        email = normalize_email(email)
+        row = session.exec(
+            select(SellerAddress).where(
+                SellerAddress.email == email, SellerAddress.seller_id == seller_id
+            )
+        ).first()
+        if row is None:
+            raise DirectoryError(f"{email} is not an address of seller {seller_id}")
+        session.delete(row)
+    session.flush()
+    remaining = seller_addresses(session, seller_id)
+    if not remaining:
+        raise DirectoryError("a seller must keep at least one approved sender address")
+    if not any(a.is_primary for a in remaining):
+        remaining[0].is_primary = True
+    session.add(seller)
+    session.flush()
+    return seller
+
+
+# --- buyers, orders, conversations -----------------------------------------
+
+
+def find_buyer(session: Session, email: str) -> Buyer | None:
+    return session.exec(select(Buyer).where(Buyer.email == normalize_email(email))).first()
+
+
+def set_opt_out(session: Session, email: str, opted_out: bool) -> Buyer:
+    buyer = find_buyer(session, email)
+    if buyer is None:
+        raise DirectoryError(f"no buyer with address {email}")
+    buyer.opted_out = opted_out
+    session.add(buyer)
+    session.flush()
+    return buyer
+
+
+def ensure_conversation(session: Session, buyer_id: int, seller_id: int) -> Conversation:
+    conv = session.exec(
+        select(Conversation).where(
+            Conversation.buyer_id == buyer_id, Conversation.seller_id == seller_id
+        )
+    ).first()
+    if conv is not None:
+        return conv
+    conv = Conversation(
+        buyer_id=buyer_id, seller_id=seller_id, buyer_token=new_token(), seller_token=new_token()
+    )
+    session.add(conv)
+    session.flush()
+    return conv
+
+
+def add_order(
+    session: Session,
+    order_id: str,
+    *,
+    buyer_email: str,
+    buyer_name: str | None,
+    seller_id: int,
+    categories: Sequence[str] = (),
+) -> tuple[Order, Conversation]:
+    order_id = order_id.strip()
+    if not order_id:
+        raise DirectoryError("an order needs an id")
+    buyer_name = optional_name(buyer_name or "") or None
+    get_seller(session, seller_id)
+    email = normalize_email(buyer_email)
+    if session.exec(select(SellerAddress).where(SellerAddress.email == email)).first():
+        raise DirectoryError(f"{email} is a seller address and cannot be a buyer")
+    buyer = find_buyer(session, email)
+    if buyer is None:
+        buyer = Buyer(email=email, name=buyer_name or "")
+        session.add(buyer)
+        session.flush()
+    elif buyer_name:
+        buyer.name = buyer_name
+        session.add(buyer)
+    assert buyer.id is not None
+    conv = ensure_conversation(session, buyer.id, seller_id)
+    assert conv.id is not None
+    if session.get(Order, order_id) is not None:
+        raise DirectoryError(f"order {order_id} already exists")
+    cats = " ".join(sorted({c.strip().lower() for c in categories if c.strip()}))
+    order = Order(id=order_id, conversation_id=conv.id, categories=cats)
+    session.add(order)
+    try:
+        session.flush()
+    except IntegrityError:
+        raise DirectoryError(f"order {order_id} already exists") from None
+    return order, conv
+
+
+def recent_messages(
+    session: Session,
+    *,
+    since: datetime,
+    envelope_from: str | None = None,
+    conversation_id: int | None = None,
+    direction: Direction | None = None,
+    up_to: int | None = None,
+) -> int:
+    """Messages (not notices) received since ``since``, for the rate limits;
+    counting stops at ``up_to``, so a busy sender costs no more than the limit."""
+    query = select(Message.id).where(
+        Message.created_at >= since, Message.direction != Direction.NOTICE
+    )
+    if envelope_from is not None:
+        query = query.where(Message.envelope_from == envelope_from)
+    if conversation_id is not None:
+        query = query.where(Message.conversation_id == conversation_id)
+    if direction is not None:
+        query = query.where(Message.direction == direction)
+    if up_to is not None:
+        query = query.limit(up_to)
+    return int(session.exec(select(func.count()).select_from(query.subquery())).one())
+
+
+def conversation_categories(session: Session, conversation_id: int) -> frozenset[str]:
+    rows = session.exec(
+        select(Order.categories).where(Order.conversation_id == conversation_id)
+    ).all()
+    return frozenset(c for row in rows for c in row.split())
+
+
+def normalize_email(email: str) -> str:
+    try:
+        return addresses.normalize(email)
+    except addresses.InvalidAddress as exc:
+        raise DirectoryError(str(exc)) from None
+
+
+# --- routing: what a token means for a given sender ------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Everything the pipeline needs to know about one recipient token."""
+
+    conversation_id: int
+    direction: Direction
+    buyer_token: str
+    seller_token: str
+    """Token addresses (``token@domain``)."""
+    buyer_email: str
+    buyer_name: str
+    buyer_opted_out: bool
+    seller_id: int
+    seller_name: str
+    seller_emails: tuple[str, ...]
+    """The seller's approved addresses, primary first."""
+    buyer_initiated: bool
+    has_traffic: bool
+
+    @property
+    def sender_party(self) -> Party:
+        return Party.BUYER if self.direction is Direction.BUYER_TO_SELLER else Party.SELLER
+
+    @property
+    def sender_addresses(self) -> tuple[str, ...]:
+        """The real addresses the sender of this route may write from."""
+        if self.direction is Direction.BUYER_TO_SELLER:
+            return (self.buyer_email,)
+        return self.seller_emails
+
+    @property
+    def recipient(self) -> str:
+        """The real address the message goes to."""
+        if self.direction is Direction.BUYER_TO_SELLER:
+            return self.seller_emails[0]
+        return self.buyer_email
+
+    @property
+    def sender_token(self) -> str:
+        return (
+            self.buyer_token if self.direction is Direction.BUYER_TO_SELLER else self.seller_token
+        )
+
+    @property
+    def recipient_token(self) -> str:
+        return (
+            self.seller_token if self.direction is Direction.BUYER_TO_SELLER else self.buyer_token
+        )
+
+
+def route(session: Session, token: str, envelope_from: str, *, domain: str) -> Route:
+    """The route for mail from ``envelope_from`` to ``token``; raises Rejected.
+
+    The envelope sender must be the conversation's buyer when writing to the
+    seller token, or an approved address of the conversation's seller when
+    writing to the buyer token (README, "What senders are told").
+    """
+    token = token.lower()
+    found = session.exec(
+        select(Conversation, Buyer, Seller)
+        .join(Buyer, col(Buyer.id) == Conversation.buyer_id)
+        .join(Seller, col(Seller.id) == Conversation.seller_id)
+        .where((Conversation.buyer_token == token) | (Conversation.seller_token == token))
+    ).first()
+    if found is None:
+        raise Rejected(UNKNOWN_TOKEN)
+    conv, buyer, seller = found
+    if conv.id is None or seller.id is None:
+        raise Rejected(UNKNOWN_TOKEN)
+    seller_emails = tuple(a.email for a in seller_addresses(session, seller.id))
+    try:
+        sender = addresses.normalize(envelope_from) if envelope_from else ""
+    except addresses.InvalidAddress:
+        raise Rejected(SENDER_NOT_ALLOWED) from None
+    if token == conv.seller_token:
+        direction = Direction.BUYER_TO_SELLER
+        if sender != buyer.email:
+            raise Rejected(SENDER_NOT_ALLOWED)
+        if not seller.messaging_enabled and conv.first_message_at is None:
+            raise Rejected(MESSAGING_OFF)
+    else:
+        direction = Direction.SELLER_TO_BUYER
+        if sender not in seller_emails:
+            raise Rejected(SENDER_NOT_ALLOWED)
+    if not seller_emails:
+        raise Rejected(UNKNOWN_TOKEN)
+    return Route(
+        conversation_id=conv.id,
+        direction=direction,
+        buyer_token=token_address(conv.buyer_token, domain),
+        seller_token=token_address(conv.seller_token, domain),
+        buyer_email=buyer.email,
+        buyer_name=buyer.name,
+        buyer_opted_out=buyer.opted_out,
+        seller_id=seller.id,
+        seller_name=seller.name,
+        seller_emails=seller_emails,
+        buyer_initiated=conv.buyer_initiated,
+        has_traffic=conv.first_message_at is not None,
+    )

@@ -1,0 +1,231 @@
+"""The relay's tables (sqlmodel).
+
+Timestamps are timezone-aware UTC (``utcnow()``) on both back ends.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from relay.core import clock
+
+
+def utcnow() -> datetime:
+    return clock.now()
+
+
+class Direction(enum.StrEnum):
+    BUYER_TO_SELLER = "buyer_to_seller"
+    SELLER_TO_BUYER = "seller_to_buyer"
+    NOTICE = "notice"
+    CAMPAIGN = "campaign"
+    """A brand's campaign message to a follower (``relay.campaigns``)."""
+
+
+class Party(enum.StrEnum):
+    BUYER = "buyer"
+    SELLER = "seller"
+
+
+class MessageStatus(enum.StrEnum):
+    QUEUED = "queued"
+    """Accepted; its delivery is in the outbound queue."""
+    DELIVERED = "delivered"
+    BLOCKED = "blocked"
+    """Not delivered because the buyer opted out of unsolicited messages."""
+    REJECTED = "rejected"
+    """Not delivered because a filter rule said ``reject``."""
+    QUARANTINED = "quarantined"
+    FAILED = "failed"
+    """Delivery given up, refused with a 5xx, or bounced by the recipient's server."""
+
+
+class DeliveryStatus(enum.StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    BOUNCED = "bounced"
+    """Accepted downstream, then a DSN reported a permanent failure."""
+
+
+class Seller(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str
+    messaging_enabled: bool = True
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class SellerAddress(SQLModel, table=True):
+    __tablename__ = "seller_address"
+    id: int | None = Field(default=None, primary_key=True)
+    seller_id: int = Field(foreign_key="seller.id", index=True)
+    email: str = Field(unique=True)
+    """Normalized (see ``addresses.normalize``); one address belongs to one seller."""
+    is_primary: bool = False
+
+
+class Buyer(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(unique=True)
+    name: str = ""
+    opted_out: bool = False
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Conversation(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("buyer_id", "seller_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    buyer_id: int = Field(foreign_key="buyer.id", index=True)
+    seller_id: int = Field(foreign_key="seller.id", index=True)
+    buyer_token: str = Field(unique=True)
+    seller_token: str = Field(unique=True)
+    buyer_initiated: bool = False
+    first_message_at: datetime | None = None
+    """When a message first passed in either direction: the conversation exists."""
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Order(SQLModel, table=True):
+    __tablename__ = "orders"
+    id: str = Field(primary_key=True)
+    conversation_id: int = Field(foreign_key="conversation.id", index=True)
+    categories: str = ""
+    """Space-separated, lower-case category names."""
+    created_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def category_set(self) -> frozenset[str]:
+        return frozenset(self.categories.split())
+
+
+class Message(SQLModel, table=True):
+    """One archived message: what one recipient of one inbound mail was to get."""
+
+    __table_args__ = (
+        Index("ix_message_conv_created", "conversation_id", "created_at"),
+        Index("ix_message_sender_created", "envelope_from", "created_at"),
+    )
+    """For the hourly rate limits per conversation and per sender."""
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: int | None = Field(default=None, foreign_key="conversation.id")
+    direction: Direction
+    status: MessageStatus
+    status_reason: str = ""
+    envelope_from: str = ""
+    """The real envelope sender ("" for a null sender)."""
+    recipient: str = ""
+    """The real address the message is (or would have been) delivered to."""
+    subject: str = ""
+    original_message_id: str | None = None
+    relay_message_id: str | None = None
+    auto_submitted: bool = False
+    """Auto-submitted, a bounce, or null-sender mail: never answered with a notice."""
+    about_message_id: int | None = Field(default=None, foreign_key="message.id", index=True)
+    """For a notice: the message it reports on."""
+    received_path: str | None = None
+    delivered_path: str | None = None
+    trace_id: str | None = None
+    """The SMTP transaction that brought it (shared by all its recipients'
+    rows and its notices): the key that follows a message through the logs."""
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class RuleHit(SQLModel, table=True):
+    __tablename__ = "rule_hit"
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: int = Field(foreign_key="message.id", index=True)
+    rule_id: str
+    action: str
+    detail: str = ""
+    location: str = ""
+    """Where in the message: subject, text body, HTML body, header X, an attachment."""
+
+
+class Delivery(SQLModel, table=True):
+    __table_args__ = (Index("ix_delivery_due", "status", "next_attempt_at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: int = Field(foreign_key="message.id", index=True)
+    envelope_from: str
+    """The return path: a VERP address on our domain, or "" for a notice."""
+    verp: str | None = Field(default=None, unique=True)
+    recipient: str
+    status: DeliveryStatus = DeliveryStatus.PENDING
+    attempts: int = 0
+    next_attempt_at: datetime = Field(default_factory=utcnow)
+    last_reply: str = ""
+    claimed_by: str | None = None
+    claimed_until: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+
+
+class DeliveryAttempt(SQLModel, table=True):
+    __tablename__ = "delivery_attempt"
+    id: int | None = Field(default=None, primary_key=True)
+    delivery_id: int = Field(foreign_key="delivery.id", index=True)
+    at: datetime = Field(default_factory=utcnow)
+    outcome: str
+    """delivered, deferred, failed, gave_up, dsn_failed, dsn_delayed, ..."""
+    reply: str = ""
+
+
+class MessageIdMap(SQLModel, table=True):
+    """Threading: which relay Message-ID stands for which sender Message-ID.
+
+    Scoped to a conversation so that references can never be mapped across
+    conversations.
+    """
+
+    __tablename__ = "message_id_map"
+    __table_args__ = (
+        UniqueConstraint("conversation_id", "relay_id"),
+        Index("ix_msgid_original", "conversation_id", "original_id"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: int = Field(foreign_key="conversation.id")
+    author: Party
+    original_id: str | None = None
+    relay_id: str
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ResponseMark(SQLModel, table=True):
+    """A seller's "no response needed" on a conversation: it stops the response
+    clock of every buyer message before ``at`` that was still unanswered."""
+
+    __tablename__ = "response_mark"
+    __table_args__ = (Index("ix_response_mark_conv_at", "conversation_id", "at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: int = Field(foreign_key="conversation.id")
+    at: datetime = Field(default_factory=utcnow)
+
+
+class SchemaVersion(SQLModel, table=True):
+    __tablename__ = "schema_version"
+    id: int = Field(default=1, primary_key=True)
+    version: int
+
+
+__all__ = [
+    "Buyer",
+    "Conversation",
+    "Delivery",
+    "DeliveryAttempt",
+    "DeliveryStatus",
+    "Direction",
+    "Message",
+    "MessageIdMap",
+    "MessageStatus",
+    "Order",
+    "Party",
+    "ResponseMark",
+    "RuleHit",
+    "SchemaVersion",
+    "Seller",
+    "SellerAddress",
+]
