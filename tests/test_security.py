@@ -22,7 +22,7 @@ import pytest
 
 from relay.app import Relay
 from relay.core.config import SmtpConfig
-from relay.message.tokenizer import TOKEN_LENGTH, new_token
+from relay.core.tokens import TOKEN_LENGTH, new_token
 from relay.storage import directory
 from tests.helpers import Parties, Sink, build, make_config, register, send, wait_idle
 

@@ -65,9 +65,9 @@ from relay.core import metrics
 from relay.core.clock import as_utc
 from relay.core.config import RelayConfig
 from relay.core.logs import event
+from relay.core.tokens import new_token
 from relay.delivery import spool
 from relay.message.compose import UnsafeMessage
-from relay.message.tokenizer import new_token
 from relay.storage.archive import Archive
 from relay.storage.db import Database, StorageUnavailable, insert_row
 from relay.storage.models import Buyer, Direction, Message, MessageStatus, utcnow

@@ -18,10 +18,11 @@ from sqlmodel import Session
 
 from relay.core import addresses, names
 from relay.core.config import RelayConfig
+from relay.core.tokens import token_address
 from relay.message import mailpolicy
 from relay.message.parse import TRACE_HEADER
 from relay.message.threading_ids import new_message_id
-from relay.message.tokenizer import AddressMap, token_address
+from relay.message.tokenizer import AddressMap
 from relay.storage import directory
 from relay.storage.archive import Archive
 from relay.storage.models import Buyer, Conversation, Delivery, Direction, Message, MessageStatus

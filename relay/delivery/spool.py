@@ -31,8 +31,8 @@ from sqlmodel.sql.expression import SelectOfScalar
 
 from relay.campaigns import ledger
 from relay.core.config import RelayConfig, RetryConfig
+from relay.core.tokens import new_token, token_address
 from relay.delivery.notices import create_notice, party_map, sanitize
-from relay.message.tokenizer import new_token, token_address
 from relay.storage.archive import Archive
 from relay.storage.db import insert_row
 from relay.storage.models import (

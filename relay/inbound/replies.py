@@ -1,14 +1,18 @@
 """Every SMTP reply the relay sends, in one catalogue (README, "What senders are
 told").
 
-Code below the SMTP layer raises ``Rejected(reply)``; only ``inbound`` turns
-exceptions into reply strings.  Anything unexpected is answered with a 4xx, never
-a 5xx: a 5xx makes the sender give up on a message we might have taken later.
+Code below the SMTP front says why it refuses with ``relay.core.refusals``;
+``reply_for`` is where a refusal becomes its reply, and only ``relay.inbound``
+turns exceptions into reply strings.  Anything unexpected is answered with a
+4xx, never a 5xx: a 5xx makes the sender give up on a message we might have
+taken later.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
+
+from relay.core.refusals import Refusal, Refused
 
 
 class SmtpReply(NamedTuple):
@@ -73,3 +77,29 @@ DMARC_FAILED = SmtpReply(
 )
 TEMP_FAILURE = SmtpReply(451, "4.3.0", "Temporary failure, please try again later")
 TIMEOUT = SmtpReply(451, "4.4.2", "Processing timed out, please try again later")
+
+
+REFUSALS: dict[Refusal, SmtpReply] = {
+    Refusal.RELAY_DENIED: RELAY_DENIED,
+    Refusal.UNKNOWN_RECIPIENT: UNKNOWN_TOKEN,
+    Refusal.SENDER_NOT_ALLOWED: SENDER_NOT_ALLOWED,
+    Refusal.MESSAGING_OFF: MESSAGING_OFF,
+    Refusal.SENDER_RATE: SENDER_RATE,
+    Refusal.CONVERSATION_RATE: CONVERSATION_RATE,
+    Refusal.FROM_MISMATCH: FROM_MISMATCH,
+    Refusal.AUTH_UNAVAILABLE: AUTH_TEMP,
+    Refusal.SPF_FAILED: SPF_FAILED,
+    Refusal.DKIM_FAILED: DKIM_FAILED,
+    Refusal.DMARC_FAILED: DMARC_FAILED,
+    Refusal.TIMEOUT: TIMEOUT,
+    Refusal.MAIL_LOOP: MAIL_LOOP,
+    Refusal.TOO_DEEP: TOO_DEEP,
+    Refusal.HEADER_TOO_BIG: HEADER_TOO_BIG,
+}
+"""The reply of each refusal; a test checks that none is missing."""
+
+
+def reply_for(refused: Refused) -> SmtpReply:
+    """The reply for a refusal, with its detail as the text when it has one."""
+    reply = REFUSALS[refused.refusal]
+    return reply.with_text(refused.detail) if refused.detail else reply

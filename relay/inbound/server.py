@@ -1,10 +1,11 @@
 """The SMTP server: envelope checks at RCPT, the pipeline at DATA, 250 after commit.
 
-This is the only place where exceptions become SMTP replies.  ``Rejected``
-carries its reply; storage trouble is ``451 4.3.0`` so the sender keeps the
-message and retries; anything unexpected is logged and also answered 451 —
-never aiosmtpd's default ``500 (ExceptionName) ...``, which would both leak
-internals and make the sender give up.
+This is the only place where exceptions become SMTP replies.  A ``Refused``
+gets the catalogue's reply for its refusal (``replies.reply_for``); storage
+trouble is ``451 4.3.0`` so the sender keeps the message and retries; anything
+unexpected is logged and also answered 451 — never aiosmtpd's default
+``500 (ExceptionName) ...``, which would both leak internals and make the
+sender give up.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from relay.core import metrics
 from relay.core.logs import event
+from relay.core.refusals import Refused
 from relay.inbound import replies
 from relay.inbound.dataread import DataProblem, read_data
 from relay.inbound.limits import ConnectionGate, GuessingLimit
-from relay.inbound.replies import Rejected, SmtpReply
+from relay.inbound.replies import Rejected, SmtpReply, reply_for
 from relay.pipeline.accept import Pipeline
 from relay.storage.archive import ArchiveError
 from relay.storage.db import Database, StorageUnavailable
@@ -211,6 +213,10 @@ class InboundHandler:
             route = await self.db.run(
                 self.pipeline.check_recipient, _envelope_sender(envelope.mail_from), address
             )
+        except Refused as exc:
+            reply = reply_for(exc)
+            log.info("RCPT refused: %s", reply)
+            return reply
         except Rejected as exc:
             log.info("RCPT refused: %s", exc.reply)
             return exc.reply
@@ -261,6 +267,10 @@ class InboundHandler:
                     known=txn.routes,
                     trace_id=trace,
                 )
+        except Refused as exc:
+            reply = reply_for(exc)
+            log.info("DATA refused: %s", reply, extra={"fields": {"trace": trace}})
+            return reply
         except Rejected as exc:
             log.info("DATA refused: %s", exc.reply, extra={"fields": {"trace": trace}})
             return exc.reply

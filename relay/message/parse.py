@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from email.message import EmailMessage, Message
 
-from relay.inbound.replies import HEADER_TOO_BIG, MAIL_LOOP, TOO_DEEP, Rejected
+from relay.core.refusals import Refusal, Refused
 from relay.message import mailpolicy
 from relay.message.tokenizer import decode_header_text
 
@@ -57,21 +57,21 @@ def message_ids(value: str) -> tuple[str, ...]:
 
 
 def parse(raw: bytes, *, hostname: str, max_hops: int) -> ParsedMail:
-    """Parse a message as received; raises Rejected(MAIL_LOOP) for a loop and
-    Rejected(TOO_DEEP) for a MIME structure nested beyond MAX_NESTING."""
+    """Parse a message as received; raises Refused(MAIL_LOOP) for a loop and
+    Refused(TOO_DEEP) for a MIME structure nested beyond MAX_NESTING."""
     try:
         msg = email.message_from_bytes(raw, _class=EmailMessage, policy=mailpolicy.DEFAULT)
     except RecursionError:
-        raise Rejected(TOO_DEEP) from None
+        raise Refused(Refusal.TOO_DEEP) from None
     assert isinstance(msg, EmailMessage)
     if nesting(msg) > MAX_NESTING:
-        raise Rejected(TOO_DEEP)
+        raise Refused(Refusal.TOO_DEEP)
     hops = len(header_values(msg, "Received"))
     if hops > max_hops:
-        raise Rejected(MAIL_LOOP.with_text(f"Mail loop detected: {hops} hops"))
+        raise Refused(Refusal.MAIL_LOOP, f"Mail loop detected: {hops} hops")
     for trace in header_values(msg, TRACE_HEADER):
         if trace.strip().lower() == hostname.lower():
-            raise Rejected(MAIL_LOOP)
+            raise Refused(Refusal.MAIL_LOOP)
     ids = message_ids(header_text(msg, "Message-ID"))
     auto = header_text(msg, "Auto-Submitted").lower()
     precedence = header_text(msg, "Precedence").lower()
@@ -95,18 +95,16 @@ _HEADER_START = re.compile(rb"^[^ \t\r\n]", re.MULTILINE)
 
 
 def check_header(raw: bytes, *, max_bytes: int, max_headers: int) -> None:
-    """Refuse a header section over the limits (552 5.3.4) before it is parsed:
+    """Refuse a header section over the limits (HEADER_TOO_BIG) before it is parsed:
     the email package's header handling is slow enough on huge headers to be a
     way to tie up the relay."""
     end = _HEADER_END.search(raw, 0, max_bytes + 4)
     size = end.start() if end else len(raw)
     if size > max_bytes:
-        raise Rejected(
-            HEADER_TOO_BIG.with_text(f"Message header too large (over {max_bytes} bytes)")
-        )
+        raise Refused(Refusal.HEADER_TOO_BIG, f"Message header too large (over {max_bytes} bytes)")
     count = len(_HEADER_START.findall(raw, 0, size))
     if count > max_headers:
-        raise Rejected(HEADER_TOO_BIG.with_text(f"Too many header fields (over {max_headers})"))
+        raise Refused(Refusal.HEADER_TOO_BIG, f"Too many header fields (over {max_headers})")
 
 
 def nesting(msg: Message) -> int:

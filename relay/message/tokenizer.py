@@ -1,7 +1,6 @@
 """Real addresses ⇄ token addresses (SECURITY.md, "Nothing real leaks").
 
-Tokens are 16 characters of ``[a-z0-9]`` drawn with ``secrets`` (about 82 bits),
-matched case-insensitively.  ``AddressMap`` replaces every spelling of the
+The tokens themselves are ``relay.core.tokens``.  ``AddressMap`` replaces every spelling of the
 parties' real addresses by their tokens in text, header values and MIME parts:
 plain, IDNA and Unicode domains, any letter case, and the HTML/URL/QP spellings
 of any of their characters (``&#64;``, ``&#x6d;``, ``%40``, ``&commat;``, ``=40``)
@@ -28,9 +27,7 @@ import html
 import logging
 import quopri
 import re
-import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from email.header import decode_header, make_header
 from email.headerregistry import (
     BaseHeader,
@@ -39,18 +36,12 @@ from email.headerregistry import (
     HeaderRegistry,
 )
 from email.message import EmailMessage, Message
-from enum import Enum
 from urllib.parse import unquote
 
 from relay.core import addresses
 from relay.message import mailpolicy
 
 log = logging.getLogger("relay.tokenizer")
-
-TOKEN_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
-TOKEN_LENGTH = 16
-_TOKEN_RE = re.compile(rf"^[a-z0-9]{{{TOKEN_LENGTH}}}$")
-BOUNCE_PREFIX = "bounce+"
 
 _EXTRA_SPELLINGS = {
     "@": (r"&commat;", r"\\@"),
@@ -66,54 +57,6 @@ _AT_SPELLINGS = re.compile(r"@|&|%|=40")
 _LONGEST_SPELLING = 16
 """Characters the longest spelling of one address character can take: ``&#x`` with
 eight zeros, two hex digits and ``;`` is 14 (``%e1%ba%a1`` is 9)."""
-
-
-def new_token() -> str:
-    return "".join(secrets.choice(TOKEN_ALPHABET) for _ in range(TOKEN_LENGTH))
-
-
-def token_address(token: str, domain: str) -> str:
-    return f"{token}@{domain}"
-
-
-class LocalKind(Enum):
-    FOREIGN = "foreign"
-    TOKEN = "token"
-    BOUNCE = "bounce"
-    UNKNOWN = "unknown"
-
-
-@dataclass(frozen=True, slots=True)
-class Recipient:
-    kind: LocalKind
-    value: str = ""
-
-
-def classify_recipient(address: str, domain: str) -> Recipient:
-    """What an envelope recipient names: a token, a VERP bounce address, or nothing of ours.
-
-    Source routes (``@a:b@c``) and the ``%`` hack are never ours: they are how open
-    relays are abused (RFC 5321 §3.6.1 lets us ignore the route; we refuse it).
-    """
-    address = address.strip()
-    if address.startswith("<") and address.endswith(">"):
-        address = address[1:-1]
-    if address.startswith("@") or ":" in address:
-        return Recipient(LocalKind.FOREIGN)
-    try:
-        normalized = addresses.normalize(address)
-    except addresses.InvalidAddress:
-        return Recipient(LocalKind.FOREIGN)
-    local, _, dom = normalized.rpartition("@")
-    if dom != addresses.normalize(f"x@{domain}").rpartition("@")[2]:
-        return Recipient(LocalKind.FOREIGN)
-    if "%" in local or "!" in local:
-        return Recipient(LocalKind.FOREIGN)
-    if local.startswith(BOUNCE_PREFIX):
-        return Recipient(LocalKind.BOUNCE, local[len(BOUNCE_PREFIX) :])
-    if _TOKEN_RE.match(local):
-        return Recipient(LocalKind.TOKEN, local)
-    return Recipient(LocalKind.UNKNOWN, local)
 
 
 def _char_pattern(ch: str) -> str:

@@ -28,6 +28,8 @@ from sqlmodel import Session
 from relay.core import addresses, metrics
 from relay.core.config import RelayConfig
 from relay.core.logs import redact
+from relay.core.refusals import Refused
+from relay.core.tokens import LocalKind, classify_recipient
 from relay.delivery import spool
 from relay.delivery.dsn import read_dsn
 from relay.delivery.notices import create_notice, optout_reason
@@ -45,7 +47,7 @@ from relay.inbound.replies import (
 from relay.message import mailpolicy, threading_ids
 from relay.message.compose import MalformedMessage, Party, UnsafeMessage, compose
 from relay.message.parse import ParsedMail, check_header, header_values, parse
-from relay.message.tokenizer import LocalKind, classify_recipient, decode_header_text
+from relay.message.tokenizer import decode_header_text
 from relay.pipeline import authn
 from relay.storage import directory
 from relay.storage.archive import Archive
@@ -506,9 +508,9 @@ class Pipeline:
             route = directory.route(
                 session, token, message.envelope_from, domain=self.config.marketplace.domain
             )
-        except Rejected as exc:
+        except Refused as exc:
             raise directory.DirectoryError(
-                f"message {message_id} cannot be released: {exc.reply.text}"
+                f"message {message_id} cannot be released: {exc}"
             ) from None
         parsed = parse(raw, hostname=self.config.smtp.hostname, max_hops=10**6)
         verdict = evaluate(self.rules, parsed.message, _role(route))

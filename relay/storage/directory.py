@@ -15,13 +15,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from relay.core import addresses, names
-from relay.inbound.replies import (
-    MESSAGING_OFF,
-    SENDER_NOT_ALLOWED,
-    UNKNOWN_TOKEN,
-    Rejected,
-)
-from relay.message.tokenizer import new_token, token_address
+from relay.core.refusals import Refusal, Refused
+from relay.core.tokens import new_token, token_address
 from relay.storage.models import (
     Buyer,
     Conversation,
@@ -300,7 +295,7 @@ class Route:
 
 
 def route(session: Session, token: str, envelope_from: str, *, domain: str) -> Route:
-    """The route for mail from ``envelope_from`` to ``token``; raises Rejected.
+    """The route for mail from ``envelope_from`` to ``token``; raises Refused.
 
     The envelope sender must be the conversation's buyer when writing to the
     seller token, or an approved address of the conversation's seller when
@@ -314,27 +309,27 @@ def route(session: Session, token: str, envelope_from: str, *, domain: str) -> R
         .where((Conversation.buyer_token == token) | (Conversation.seller_token == token))
     ).first()
     if found is None:
-        raise Rejected(UNKNOWN_TOKEN)
+        raise Refused(Refusal.UNKNOWN_RECIPIENT)
     conv, buyer, seller = found
     if conv.id is None or seller.id is None:
-        raise Rejected(UNKNOWN_TOKEN)
+        raise Refused(Refusal.UNKNOWN_RECIPIENT)
     seller_emails = tuple(a.email for a in seller_addresses(session, seller.id))
     try:
         sender = addresses.normalize(envelope_from) if envelope_from else ""
     except addresses.InvalidAddress:
-        raise Rejected(SENDER_NOT_ALLOWED) from None
+        raise Refused(Refusal.SENDER_NOT_ALLOWED) from None
     if token == conv.seller_token:
         direction = Direction.BUYER_TO_SELLER
         if sender != buyer.email:
-            raise Rejected(SENDER_NOT_ALLOWED)
+            raise Refused(Refusal.SENDER_NOT_ALLOWED)
         if not seller.messaging_enabled and conv.first_message_at is None:
-            raise Rejected(MESSAGING_OFF)
+            raise Refused(Refusal.MESSAGING_OFF)
     else:
         direction = Direction.SELLER_TO_BUYER
         if sender not in seller_emails:
-            raise Rejected(SENDER_NOT_ALLOWED)
+            raise Refused(Refusal.SENDER_NOT_ALLOWED)
     if not seller_emails:
-        raise Rejected(UNKNOWN_TOKEN)
+        raise Refused(Refusal.UNKNOWN_RECIPIENT)
     return Route(
         conversation_id=conv.id,
         direction=direction,
