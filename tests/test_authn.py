@@ -15,12 +15,13 @@ import pytest_asyncio
 
 from relay.app import Relay
 from relay.core.config import AuthConfig
+from relay.core.refusals import Refusal, Refused
 from relay.delivery.dkim_sign import generate_rsa_key
-from relay.inbound.replies import FROM_MISMATCH, Rejected
 from relay.message.parse import parse
-from relay.pipeline.accept import from_addresses
+from relay.pipeline.sender import from_addresses
+from relay.storage import directory
 from tests.dnsserver import FakeDns, fake_dns
-from tests.helpers import Parties, Sink, build, make_config, register, send
+from tests.helpers import DOMAIN, Parties, Sink, build, make_config, register, send
 
 SELLER_DOMAIN = "seller.example"
 
@@ -236,6 +237,53 @@ def test_what_a_from_header_claims(header: str, claims: list[str]) -> None:
 
 
 def test_an_unreadable_from_claims_anything_so_it_is_refused() -> None:
-    with pytest.raises(Rejected) as caught:
+    with pytest.raises(Refused) as caught:
         from_addresses(received_with_from("Maria <maria@>"))
-    assert caught.value.reply == FROM_MISMATCH
+    assert caught.value.refusal is Refusal.FROM_MISMATCH
+
+
+async def test_every_recipient_gets_the_same_authentication_results(
+    start: Start, sink: Sink
+) -> None:
+    """The Authentication-Results header is part of the message before any
+    recipient's copy is made: a rule that looks at it holds for all recipients
+    alike (and for the archived copy as received), and none of the delivered
+    copies carries it (``compose`` keeps only its allow-list)."""
+    relay, parties = await start("spf")
+    relay.config.filters.rules.write_text(
+        "rules:\n"
+        "  - id: spf-checked\n"
+        "    match: {header: [{name: Authentication-Results, pattern: 'spf=pass'}]}\n"
+        "    action: flag\n",
+        encoding="utf-8",
+    )
+    assert relay.reload_rules()
+
+    def second_buyer(s: Any) -> str:
+        _order, conv = directory.add_order(
+            s,
+            "ORD-2",
+            buyer_email="joao@buyer.example",
+            buyer_name="João",
+            seller_id=parties.seller_id,
+        )
+        return f"{conv.buyer_token}@{DOMAIN}"
+
+    other = relay.db.call(second_buyer)
+    await send(
+        relay, seller_mail(parties), sender=parties.seller, recipients=[parties.buyer_token, other]
+    )
+    delivered = await sink.wait_for(2)
+    assert sorted(got.rcpt_tos[0] for got in delivered) == ["joao@buyer.example", parties.buyer]
+    assert all(b"Authentication-Results" not in got.data for got in delivered)
+    from relay.storage import archive
+
+    rows = relay.db.call(lambda s: archive.list_messages(s, limit=2))
+    assert len(rows) == 2
+    assert [[(h.rule_id, h.action) for h in row.hits] for row in rows] == [
+        [("spf-checked", "flag")]
+    ] * 2
+    (received,) = {row.message.received_path for row in rows}
+    assert relay.archive.read(received or "").startswith(
+        b"Authentication-Results: mx.test; spf=pass"
+    )

@@ -838,14 +838,14 @@ def quarantine_list(ctx: Context, limit: int) -> None:
 
 
 def _decide(ctx: Context, message_id: int, release: bool) -> None:
-    from relay.pipeline.accept import Pipeline
+    from relay.pipeline import quarantine
 
     config = ctx.config
     rules = load_rules(config.filters.rules)
     db = ctx.database()
-    pipeline = Pipeline(config, db, Archive(config.archive.path), rules)
-    decide = pipeline.release if release else pipeline.reject_quarantined
-    outcome = db.call(decide, message_id)
+    archive = Archive(config.archive.path)
+    decide = quarantine.release if release else quarantine.reject
+    outcome = db.call(decide, message_id, config=config, archive=archive, rules=rules)
     data = {"message_id": message_id, "status": outcome.status}
     emit(ctx, data, [f"message {message_id}: {outcome.status}"])
 

@@ -30,14 +30,6 @@ class SmtpReply(NamedTuple):
         return self._replace(text=text)
 
 
-class Rejected(Exception):
-    """Raised to answer the current SMTP command with ``reply``."""
-
-    def __init__(self, reply: SmtpReply) -> None:
-        super().__init__(str(reply))
-        self.reply = reply
-
-
 SENDER_OK = SmtpReply(250, "2.1.0", "Sender OK")
 RECIPIENT_OK = SmtpReply(250, "2.1.5", "Recipient OK")
 ACCEPTED = SmtpReply(250, "2.0.0", "Message accepted for delivery")

@@ -26,8 +26,9 @@ from relay.core.logs import event
 from relay.core.refusals import Refused
 from relay.inbound import replies
 from relay.inbound.dataread import DataProblem, read_data
+from relay.inbound.envelope import check_recipient
 from relay.inbound.limits import ConnectionGate, GuessingLimit
-from relay.inbound.replies import Rejected, SmtpReply, reply_for
+from relay.inbound.replies import SmtpReply, reply_for
 from relay.pipeline.accept import Pipeline
 from relay.storage.archive import ArchiveError
 from relay.storage.db import Database, StorageUnavailable
@@ -211,15 +212,15 @@ class InboundHandler:
             return replies.TOO_MANY_RECIPIENTS
         try:
             route = await self.db.run(
-                self.pipeline.check_recipient, _envelope_sender(envelope.mail_from), address
+                check_recipient,
+                _envelope_sender(envelope.mail_from),
+                address,
+                config=self.pipeline.config,
             )
         except Refused as exc:
             reply = reply_for(exc)
             log.info("RCPT refused: %s", reply)
             return reply
-        except Rejected as exc:
-            log.info("RCPT refused: %s", exc.reply)
-            return exc.reply
         except StorageUnavailable as exc:
             log.warning("RCPT: database unavailable: %s", exc)
             return replies.TEMP_FAILURE
@@ -271,9 +272,6 @@ class InboundHandler:
             reply = reply_for(exc)
             log.info("DATA refused: %s", reply, extra={"fields": {"trace": trace}})
             return reply
-        except Rejected as exc:
-            log.info("DATA refused: %s", exc.reply, extra={"fields": {"trace": trace}})
-            return exc.reply
         except (StorageUnavailable, ArchiveError) as exc:
             log.warning("DATA: storage unavailable: %s", exc, extra={"fields": {"trace": trace}})
             return replies.TEMP_FAILURE
@@ -283,7 +281,8 @@ class InboundHandler:
         if self.on_accepted is not None:
             self.on_accepted()
         results.extend(
-            f"{o.message_id}:{o.status}" if o.message_id is not None else o.status for o in outcomes
+            f"{o.message_id}:{o.status.value}" if o.message_id is not None else o.status.value
+            for o in outcomes
         )
         ids = ",".join(str(o.message_id) for o in outcomes if o.message_id is not None)
         return replies.ACCEPTED.with_text(f"Message accepted{f' as {ids}' if ids else ''}")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,9 +33,10 @@ from publicsuffixlist import PublicSuffixList
 
 from relay.core.config import AuthConfig, split_nameserver
 from relay.core.logs import redact
-from relay.inbound.replies import AUTH_TEMP, DKIM_FAILED, DMARC_FAILED, SPF_FAILED, SmtpReply
+from relay.core.refusals import Refusal, Refused
 
 log = logging.getLogger("relay.authn")
+stage_log = logging.getLogger("relay.pipeline")
 
 _psl = PublicSuffixList()
 _local = threading.local()
@@ -226,19 +228,57 @@ class Authenticator:
         return {}
 
 
-def required(policy: str, results: AuthResults) -> SmtpReply | None:
-    """The reply refusing a message that does not pass ``policy``, or None."""
+def required(policy: str, results: AuthResults) -> Refusal | None:
+    """Why a message that does not pass ``policy`` is refused, or None."""
     if policy == "none":
         return None
     dkim_temp = any(r == "temperror" for r, _d in results.dkim)
     if policy == "spf":
-        ok, temp, fail = results.spf == "pass", results.spf == "temperror", SPF_FAILED
+        ok, temp, fail = results.spf == "pass", results.spf == "temperror", Refusal.SPF_FAILED
     elif policy == "dkim":
-        ok, temp, fail = results.aligned_dkim, dkim_temp, DKIM_FAILED
+        ok, temp, fail = results.aligned_dkim, dkim_temp, Refusal.DKIM_FAILED
     else:
         ok = results.aligned_spf or results.aligned_dkim
         temp = results.spf == "temperror" or dkim_temp or results.dmarc == "temperror"
-        fail = DMARC_FAILED
+        fail = Refusal.DMARC_FAILED
     if ok:
         return None
-    return AUTH_TEMP if temp else fail
+    return Refusal.AUTH_UNAVAILABLE if temp else fail
+
+
+def authenticate(
+    authenticator: Authenticator,
+    raw: bytes,
+    *,
+    claimed: Sequence[str],
+    ip: str | None,
+    helo: str,
+    mail_from: str,
+    hostname: str,
+    trace_id: str | None = None,
+) -> bytes:
+    """The authentication stage: ``raw`` with the relay's Authentication-Results
+    header on top, or Refused if the sender does not pass ``auth.policy``.
+
+    The header goes on before any recipient's copy is made from ``raw``, so that
+    every copy, and the archived copy as received, carries the same one.
+    ``claimed``: the addresses of the From header (its first one's domain is the
+    one DMARC aligns with)."""
+    results = authenticator.check(
+        raw,
+        ip=ip,
+        helo=helo,
+        mail_from=mail_from,
+        from_domain=claimed[0].rpartition("@")[2] if claimed else "",
+    )
+    refusal = required(authenticator.config.policy, results)
+    if refusal is not None:
+        stage_log.info(
+            "sender authentication: %s (%s)",
+            refusal.value,
+            redact(results.header("-")),
+            extra={"fields": {"trace": trace_id}},
+        )
+        raise Refused(refusal)
+    header = f"Authentication-Results: {results.header(hostname)}\r\n"
+    return header.encode() + raw

@@ -1,0 +1,211 @@
+"""The record stage: the writes of one message, in the database's one write transaction.
+
+Everything was decided before (``decide``) and every file is archived and
+fsynced; what is left is inserting the rows — the message of each recipient,
+its rule hits, its delivery or its sender's notice — and, for mail to a bounce
+address, what the delivery report says.  ``record`` runs in the group-commit
+writer (``Database.write``) and the SMTP server answers 250 only after it is
+committed.  ``settle`` is also how an admin's quarantine decision is written.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from sqlmodel import Session
+
+from relay.core import metrics
+from relay.core.config import RelayConfig
+from relay.delivery import spool
+from relay.delivery.dsn import read_dsn
+from relay.delivery.notices import create_notice
+from relay.filters import Verdict
+from relay.message import threading_ids
+from relay.message.parse import ParsedMail
+from relay.pipeline.verdicts import Deliver, Held, NotDelivered, Outcome, Plan, Report
+from relay.storage.archive import Archive
+from relay.storage.db import insert_row
+from relay.storage.directory import Route
+from relay.storage.models import Conversation, Direction, Message, MessageStatus, RuleHit, utcnow
+
+log = logging.getLogger("relay.pipeline")
+
+
+def record(
+    session: Session,
+    *,
+    config: RelayConfig,
+    archive: Archive,
+    envelope_from: str,
+    received_path: str,
+    parsed: ParsedMail,
+    bounces: Sequence[str],
+    plans: Sequence[Plan],
+    trace_id: str | None = None,
+) -> list[Outcome]:
+    """The writes of one message (the caller commits)."""
+    outcomes = [_bounce(session, verp, parsed, config=config, archive=archive) for verp in bounces]
+    for plan in plans:
+        decision = plan.decision
+        deliver = decision if isinstance(decision, Deliver) else None
+        message = Message(
+            trace_id=trace_id,
+            conversation_id=plan.route.conversation_id,
+            direction=plan.route.direction,
+            status=MessageStatus.QUEUED,
+            envelope_from=envelope_from,
+            recipient=plan.route.recipient,
+            subject=parsed.subject[:998],
+            original_message_id=parsed.message_id,
+            auto_submitted=parsed.auto_submitted or not envelope_from,
+            received_path=received_path,
+            delivered_path=deliver.delivered_path if deliver else None,
+            relay_message_id=deliver.relay_id if deliver else None,
+        )
+        if deliver is not None:  # the common case, without the ORM
+            message.id = insert_row(session, message)
+            _record_hits(session, message.id, plan.verdict)
+            _queue(session, message.id, plan.route, deliver, config=config)
+            outcome = _outcome(message.id, plan)
+        else:
+            session.add(message)
+            session.flush()
+            assert message.id is not None
+            _record_hits(session, message.id, plan.verdict)
+            outcome = settle(session, message, plan, config=config, archive=archive)
+        outcomes.append(outcome)
+    return outcomes
+
+
+def settle(
+    session: Session, message: Message, plan: Plan, *, config: RelayConfig, archive: Archive
+) -> Outcome:
+    """Write what ``decide`` decided for ``message`` (the caller commits)."""
+    decision = plan.decision
+    if isinstance(decision, Deliver):
+        assert message.id is not None
+        message.status = MessageStatus.QUEUED
+        if decision.status_reason:
+            message.status_reason = decision.status_reason
+        message.delivered_path = decision.delivered_path
+        message.relay_message_id = decision.relay_id
+        session.add(message)
+        _queue(session, message.id, plan.route, decision, config=config)
+    elif isinstance(decision, Held):
+        message.status = decision.status
+        message.status_reason = decision.status_reason
+        session.add(message)
+        log.info(
+            "message %s quarantined (%s)",
+            message.id,
+            message.status_reason,
+            extra={"fields": {"trace": message.trace_id}},
+        )
+    else:
+        not_delivered(session, message, decision, config=config, archive=archive)
+    return _outcome(message.id, plan)
+
+
+def not_delivered(
+    session: Session,
+    message: Message,
+    decision: NotDelivered,
+    *,
+    config: RelayConfig,
+    archive: Archive,
+) -> None:
+    """Mark ``message`` as not delivered and tell its sender why."""
+    message.status = decision.status
+    message.status_reason = decision.status_reason
+    session.add(message)
+    session.flush()
+    create_notice(
+        session, archive, config, about=message, what="was not delivered", why=decision.why
+    )
+    log.info(
+        "message %s %s (%s)",
+        message.id,
+        message.status.value,
+        message.status_reason,
+        extra={"fields": {"trace": message.trace_id}},
+    )
+
+
+def _queue(
+    session: Session, message_id: int, route: Route, deliver: Deliver, *, config: RelayConfig
+) -> None:
+    """Enqueue the delivery of a QUEUED message and record what threading and
+    the conversation need to know of it."""
+    spool.enqueue(session, message_id, recipient=route.recipient, domain=config.marketplace.domain)
+    threading_ids.record(
+        session,
+        route.conversation_id,
+        author=route.sender_party,
+        original_id=deliver.original_id,
+        relay_id=deliver.relay_id,
+    )
+    if not route.has_traffic or (
+        route.direction is Direction.BUYER_TO_SELLER and not route.buyer_initiated
+    ):
+        conv = session.get(Conversation, route.conversation_id)
+        assert conv is not None
+        if conv.first_message_at is None:
+            conv.first_message_at = utcnow()
+        if route.direction is Direction.BUYER_TO_SELLER:
+            conv.buyer_initiated = True
+        session.add(conv)
+    log.debug("message %s queued for conversation %s", message_id, route.conversation_id)
+
+
+def _outcome(message_id: int | None, plan: Plan) -> Outcome:
+    return Outcome(
+        message_id,
+        plan.decision.status,
+        direction=plan.route.direction,
+        blocked=plan.decision.blocked,
+        hits=tuple((h.rule_id, h.action) for h in plan.verdict.hits),
+    )
+
+
+def _record_hits(session: Session, message_id: int, verdict: Verdict) -> None:
+    for hit in verdict.hits:
+        insert_row(
+            session,
+            RuleHit(
+                message_id=message_id,
+                rule_id=hit.rule_id,
+                action=hit.action.label,
+                detail=hit.detail[:1000],
+                location=hit.where[:200],
+            ),
+        )
+
+
+def _bounce(
+    session: Session, verp: str, parsed: ParsedMail, *, config: RelayConfig, archive: Archive
+) -> Outcome:
+    verdict = read_dsn(parsed.message)
+    if verdict is None:
+        log.info("mail to a bounce address is not a delivery report; ignored")
+        return Outcome(None, Report.IGNORED)
+    spool.record_dsn(
+        session,
+        verp,
+        permanent=verdict.permanent,
+        status=verdict.status,
+        diagnostic=verdict.diagnostic,
+        archive=archive,
+        config=config,
+    )
+    return Outcome(None, Report.FAILED if verdict.permanent else Report.DELAYED)
+
+
+def count(outcomes: Sequence[Outcome]) -> None:
+    """Count committed outcomes in the metrics."""
+    for o in outcomes:
+        metrics.RECEIVED.labels(o.direction_label).inc()
+        if o.blocked is not None:
+            metrics.BLOCKED.labels(o.direction_label, o.blocked.value).inc()
+        for rule, action in o.hits:
+            metrics.FILTER_HITS.labels(rule, action.label).inc()
