@@ -17,6 +17,7 @@ import pytest
 
 from relay.app import Relay
 from relay.core.config import SmtpConfig, load_config
+from relay.core.refusals import Refusal, Refused
 from relay.core.yamlload import ConfigError
 from relay.inbound import replies
 from relay.inbound.limits import GuessingLimit, Networks, Penalty, SlidingWindow
@@ -252,12 +253,28 @@ async def test_the_session_timeout_reply_comes_from_the_catalogue(
 
 
 def test_every_catalogue_reply_is_used() -> None:
-    """A reply nobody sends is a row of the README's table that is not true."""
-    relay_dir = Path(replies.__file__).parent
+    """A reply nobody sends is a row of the README's table that is not true: each
+    is either written by the SMTP front itself or the reply of a refusal that some
+    module raises."""
+    relay_dir = Path(replies.__file__).parents[1]
     sources = "\n".join(
         p.read_text(encoding="utf-8") for p in relay_dir.rglob("*.py") if p.name != "replies.py"
     )
-    names = [n for n, v in vars(replies).items() if isinstance(v, SmtpReply)]
+    names = {v: n for n, v in vars(replies).items() if isinstance(v, SmtpReply)}
     assert len(names) > 20
-    unused = [n for n in names if not re.search(rf"\b{n}\b", sources)]
+    raised = {r for r in Refusal if re.search(rf"\bRefusal\.{r.name}\b", sources)}
+    by_refusal = {names[reply] for refusal, reply in replies.REFUSALS.items() if refusal in raised}
+    unused = [
+        n for n in names.values() if n not in by_refusal and not re.search(rf"\b{n}\b", sources)
+    ]
     assert unused == []
+
+
+def test_every_refusal_has_its_reply() -> None:
+    """A refusal without a reply would reach the sender as a 451 "temporary
+    failure" for something permanent; a temporary one must be a 4xx."""
+    assert set(replies.REFUSALS) == set(Refusal)
+    for refusal, reply in replies.REFUSALS.items():
+        assert (reply.code // 100 == 4) == refusal.temporary, refusal
+    loop = replies.reply_for(Refused(Refusal.MAIL_LOOP, "Mail loop detected: 31 hops"))
+    assert str(loop) == "554 5.4.6 Mail loop detected: 31 hops"

@@ -12,7 +12,6 @@ import contextlib
 import re
 from collections.abc import Mapping
 from email.headerregistry import Address
-from email.utils import getaddresses, parseaddr
 
 _LOCAL_RE = re.compile(r"^[^\s@<>()\[\],;:\"\\]+$")
 
@@ -56,29 +55,10 @@ def normalize(address: str) -> str:
     return f"{local.lower()}@{domain}"
 
 
-def is_ascii(address: str) -> bool:
-    return address.isascii()
-
-
 def variants(address: str) -> set[str]:
     """Spellings under which ``address`` may appear in a message (case aside)."""
     local, _, domain = normalize(address).rpartition("@")
     return {f"{local}@{domain}", f"{local}@{domain_ascii(domain)}"}
-
-
-def split_header_addresses(value: str) -> list[str]:
-    """The addr-specs in an address header value; unparseable entries are skipped."""
-    found = []
-    for _name, addr in getaddresses([value]):
-        if "@" in addr:
-            found.append(addr)
-    return found
-
-
-def parse_single(value: str) -> str | None:
-    """The addr-spec of a single-address header, or None."""
-    _name, addr = parseaddr(value)
-    return addr if "@" in addr else None
 
 
 def format_address(display_name: str, address: str) -> str:

@@ -16,9 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
@@ -28,7 +26,7 @@ from sqlalchemy import make_url
 from sqlalchemy.exc import ArgumentError
 
 from relay.core import names
-from relay.core.yamlload import ConfigError, describe_validation_error, read_yaml
+from relay.core.yamlload import ConfigError, StrictModel, describe_validation_error, read_yaml
 
 DEFAULT_CONFIG = Path("config/relay.yaml")
 
@@ -82,17 +80,7 @@ def _domain_name(value: str, *, min_labels: int, example: str) -> str:
     return value
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _empty_section(cls, data: Any) -> Any:
-        # ``smtp:`` with every setting commented out is YAML null: it means "defaults".
-        return {} if data is None else data
-
-
-class MarketplaceConfig(_Strict):
+class MarketplaceConfig(StrictModel):
     domain: str = "marketplace.example.com"
     name: str = "Example Marketplace"
     buyer_display_format: str = "{name} - {marketplace}"
@@ -145,7 +133,7 @@ class MarketplaceConfig(_Strict):
         return value
 
 
-class SmtpConfig(_Strict):
+class SmtpConfig(StrictModel):
     host: str = "127.0.0.1"
     port: Annotated[Int, Field(ge=0, le=65535)] = 2525
     hostname: str = "mx.marketplace.example.com"
@@ -187,7 +175,7 @@ class SmtpConfig(_Strict):
         return _domain_name(value, min_labels=1, example="mx.marketplace.example.com")
 
 
-class DatabaseConfig(_Strict):
+class DatabaseConfig(StrictModel):
     url: str = "sqlite:///../var/relay.db"
     busy_timeout: PositiveSeconds = 10
     """How long a statement waits for a lock before the relay answers 451."""
@@ -213,12 +201,12 @@ class DatabaseConfig(_Strict):
         return value
 
 
-class ArchiveConfig(_Strict):
+class ArchiveConfig(StrictModel):
     path: FilePath = Path("../var/archive")
     retention_days: Annotated[Int, Field(gt=0)] | None = None
 
 
-class SmarthostConfig(_Strict):
+class SmarthostConfig(StrictModel):
     host: str = "127.0.0.1"
     port: Annotated[Int, Field(ge=1, le=65535)] = 1025
     starttls: bool = False
@@ -237,13 +225,13 @@ class SmarthostConfig(_Strict):
         return self
 
 
-class RetryConfig(_Strict):
+class RetryConfig(StrictModel):
     initial_delay: Seconds = 60
     max_delay: Seconds = 3600
     give_up_after: Seconds = 432_000
 
 
-class DeliveryConfig(_Strict):
+class DeliveryConfig(StrictModel):
     mode: Literal["maildir", "smtp"] = "maildir"
     maildir: FilePath = Path("../var/outbox")
     smtp: SmarthostConfig = SmarthostConfig()
@@ -255,7 +243,7 @@ class DeliveryConfig(_Strict):
     """A claimed delivery whose worker vanished is taken up again after this."""
 
 
-class OptoutConfig(_Strict):
+class OptoutConfig(StrictModel):
     important_tag: str = "[Important]"
     exempt_categories: tuple[str, ...] = ("handmade", "custom", "alcohol")
 
@@ -273,14 +261,14 @@ class OptoutConfig(_Strict):
         return tuple(dict.fromkeys(c.strip().lower() for c in value if c.strip()))
 
 
-class AuthConfig(_Strict):
+class AuthConfig(StrictModel):
     """Inbound sender authentication (relay/authn.py)."""
 
     policy: Literal["none", "spf", "dkim", "dmarc"] = "none"
     """What mail from a seller or buyer must pass: none (try-it-out default), spf,
     dkim (aligned with From) or dmarc (SPF or DKIM, aligned with From)."""
     dns_timeout: PositiveSeconds = 5
-    nameservers: list[str] = []
+    nameservers: list[str] = Field(default_factory=list)
     """Resolvers to ask ("ip" or "ip:port"); empty: the system's."""
 
     @field_validator("nameservers")
@@ -306,7 +294,7 @@ def split_nameserver(entry: str) -> tuple[str, int]:
     return host, int(port)
 
 
-class LimitsConfig(_Strict):
+class LimitsConfig(StrictModel):
     """Abuse limits (SECURITY.md, "Abuse limits").  Rates per sender and conversation
     are counted in the database, so they hold across processes and restarts;
     connection and guessing limits are per process.
@@ -374,7 +362,7 @@ def _network(entry: str) -> str:
     return str(loose)
 
 
-class FiltersConfig(_Strict):
+class FiltersConfig(StrictModel):
     rules: FilePath = Path("filters.yaml")
     timeout: PositiveSeconds = 10
 
@@ -391,7 +379,7 @@ def _listen_address(value: object) -> object:
 ListenAddress = Annotated[str | None, BeforeValidator(_listen_address)]
 
 
-class MetricsConfig(_Strict):
+class MetricsConfig(StrictModel):
     """The HTTP endpoint for Prometheus (/metrics) and health checks (/healthz)."""
 
     listen: ListenAddress = None
@@ -427,13 +415,13 @@ def http_base(host: str, port: int) -> str:
     return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
 
-class LoggingConfig(_Strict):
+class LoggingConfig(StrictModel):
     format: Literal["text", "json"] = "text"
     """``json``: one JSON object per line, with the structured fields as keys."""
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
-class UnsubscribeConfig(_Strict):
+class UnsubscribeConfig(StrictModel):
     """The one-click unsubscribe endpoint of campaign messages (RFC 8058)."""
 
     listen: ListenAddress = "127.0.0.1:8025"
@@ -468,7 +456,7 @@ class UnsubscribeConfig(_Strict):
         return f"{http_base(*self.address)}/unsubscribe/{token}"
 
 
-class CampaignsConfig(_Strict):
+class CampaignsConfig(StrictModel):
     """Brand campaigns (``relay.campaigns``)."""
 
     dispatch: bool = True
@@ -515,7 +503,7 @@ class CampaignsConfig(_Strict):
         return value
 
 
-class DkimConfig(_Strict):
+class DkimConfig(StrictModel):
     enabled: bool = True
     selector: str = "relay"
     private_key: FilePath = Path("dkim/relay.key")
@@ -538,7 +526,7 @@ def check_selector(value: str) -> str:
     return value
 
 
-class RelayConfig(_Strict):
+class RelayConfig(StrictModel):
     marketplace: MarketplaceConfig = MarketplaceConfig()
     smtp: SmtpConfig = SmtpConfig()
     database: DatabaseConfig = DatabaseConfig()

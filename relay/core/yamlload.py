@@ -15,10 +15,24 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 MAX_NODES = 1_000_000
 """Elements a document may hold once its aliases are expanded ("billion laughs")."""
+
+
+class StrictModel(BaseModel):
+    """A mapping of a YAML file: unknown keys are refused (a misspelt key would
+    otherwise be ignored and its default used in silence), values are frozen, and
+    an empty section (``smtp:`` with every setting commented out, which YAML reads
+    as null) means "all defaults"."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_section(cls, data: Any) -> Any:
+        return {} if data is None else data
 
 
 class ConfigError(Exception):

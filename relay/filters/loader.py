@@ -13,24 +13,20 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError
 
-from relay.core.yamlload import ConfigError, describe_validation_error, line_of, read_yaml
+from relay.core.yamlload import (
+    ConfigError,
+    StrictModel,
+    describe_validation_error,
+    line_of,
+    read_yaml,
+)
 from relay.filters.base import Action, HtmlStripping, Redacting, Role, Rule, RuleSet
 from relay.filters.registry import MatcherFactory, find_factory, known_kinds
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _empty(cls, data: Any) -> Any:
-        # ``rules:`` with every rule commented out is YAML null: no rules.
-        return {} if data is None else data
-
-
-class RuleSpec(_Strict):
+class RuleSpec(StrictModel):
     id: Annotated[str, Field(min_length=1)]
     description: str = ""
     applies_to: Literal["seller", "buyer", "both"] = "seller"
@@ -39,7 +35,7 @@ class RuleSpec(_Strict):
     notice: str = ""
 
 
-class RulesFile(_Strict):
+class RulesFile(StrictModel):
     redact_marker: Annotated[str, Field(min_length=1)] = "[redacted]"
     """What replaces matched text under ``action: redact``."""
     rules: list[Any] | None = None

@@ -23,6 +23,7 @@ import binascii
 import codecs
 import email
 import email.policy
+import email.utils
 import html
 import logging
 import quopri

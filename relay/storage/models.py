@@ -97,10 +97,6 @@ class Order(SQLModel, table=True):
     """Space-separated, lower-case category names."""
     created_at: datetime = Field(default_factory=utcnow)
 
-    @property
-    def category_set(self) -> frozenset[str]:
-        return frozenset(self.categories.split())
-
 
 class Message(SQLModel, table=True):
     """One archived message: what one recipient of one inbound mail was to get."""
