@@ -1,5 +1,5 @@
 """The ``relay`` command."""
 
-from relay.cli.commands import main
+from relay.cli.base import main
 
 __all__ = ["main"]

@@ -1,6 +1,6 @@
 """The brand-campaign commands: ``relay brand|follower|product|promotion|event|campaign``.
 
-Registered on ``relay.cli.commands.main`` (which imports this module last).  Every
+Registered on ``relay.cli.base.main`` (which imports this module last).  Every
 change goes through the database's writer (``db.write``), whose transactions
 are the ones the dispatcher's take turns with, so a command and a running
 relay never half-see each other's work.
@@ -29,7 +29,7 @@ from relay.campaigns.models import (
     PromotionStatus,
     ShoppingEvent,
 )
-from relay.cli.commands import (
+from relay.cli.base import (
     EMAIL,
     ID,
     NAME,
