@@ -8,11 +8,21 @@ from typing import Any
 import click
 from sqlmodel import Session
 
-from relay.cli.base import ID, Context, common, emit, handled, main, pass_ctx, plural, shown
+from relay.cli.base import (
+    ID,
+    CliError,
+    Context,
+    common,
+    emit,
+    handled,
+    main,
+    pass_ctx,
+    plural,
+    shown,
+)
 from relay.delivery import spool
 from relay.filters import load_rules
 from relay.storage import archive as archive_mod
-from relay.storage import directory
 from relay.storage.archive import Archive
 from relay.storage.models import DeliveryStatus, MessageStatus
 
@@ -85,11 +95,11 @@ def archive_show(ctx: Context, message_id: int, which: str | None) -> None:
     db = ctx.database()
     detail = db.call(archive_mod.message_detail, message_id)
     if detail is None:
-        raise directory.DirectoryError(f"no archived message with id {message_id}")
+        raise CliError(f"no archived message with id {message_id}")
     if which:
         rel = detail["received_copy" if which == "raw" else "delivered_copy"]
         if not rel:
-            raise directory.DirectoryError(f"message {message_id} has no {which} copy")
+            raise CliError(f"message {message_id} has no {which} copy")
         sys.stdout.buffer.write(Archive(ctx.config.archive.path).read(rel))
         return
     lines = [f"{k}: {shown(v)}" for k, v in detail.items() if k not in ("rule_hits", "deliveries")]
@@ -266,11 +276,9 @@ def queue_retry(ctx: Context, delivery_id: int) -> None:
     def run(s: Session) -> dict[str, Any]:
         d = spool.retry_now(s, delivery_id)
         if d is None:
-            raise directory.DirectoryError(f"no delivery with id {delivery_id}")
+            raise CliError(f"no delivery with id {delivery_id}")
         if d.status is DeliveryStatus.DELIVERED:
-            raise directory.DirectoryError(
-                f"delivery {delivery_id} was delivered; nothing to retry"
-            )
+            raise CliError(f"delivery {delivery_id} was delivered; nothing to retry")
         return _delivery_json(d)
 
     data = db.call(run)

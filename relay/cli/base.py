@@ -219,11 +219,21 @@ def common(fn: F) -> F:
     return fn
 
 
+class CliError(click.ClickException):
+    """A request the command itself finds it cannot carry out ("... exists; use
+    --force to replace it", "no delivery with id 7"): not the directory's error,
+    which the directory's own refusals keep.  Reported as they are, ``error:
+    MESSAGE`` on stderr and exit status 1, by ``RelayGroup`` as click's own errors."""
+
+    exit_code = 1
+
+
 def handled(fn: F) -> F:
     """Turns errors into a one-line message and an exit status, never a traceback.
 
     The relay's own errors say what is wrong; anything else is a bug, reported as
-    such (with the traceback when ``RELAY_DEBUG`` is set).
+    such (with the traceback when ``RELAY_DEBUG`` is set).  Click's errors, and
+    ``CliError``, pass through to ``RelayGroup``, which prints them.
     """
 
     @wraps(fn)

@@ -12,6 +12,7 @@ from sqlmodel import Session
 from relay.cli.base import (
     ID,
     TEXT,
+    CliError,
     Context,
     common,
     emit,
@@ -23,7 +24,6 @@ from relay.cli.base import (
     when,
 )
 from relay.storage import archive as archive_mod
-from relay.storage import directory
 from relay.storage.models import Conversation
 
 # --- conversations ----------------------------------------------------------------
@@ -61,7 +61,7 @@ def conversation_show(ctx: Context, conversation_id: int) -> None:
     def run(s: Session) -> dict[str, Any]:
         conv = s.get(Conversation, conversation_id)
         if conv is None:
-            raise directory.DirectoryError(f"no conversation with id {conversation_id}")
+            raise CliError(f"no conversation with id {conversation_id}")
         count = archive_mod.count_messages(s, conversation_id=conversation_id)
         return {
             "conversation_id": conv.id,

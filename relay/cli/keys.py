@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from relay.cli.base import TEXT, Context, common, emit, handled, main, pass_ctx
+from relay.cli.base import TEXT, CliError, Context, common, emit, handled, main, pass_ctx
 from relay.core.config import check_selector
 from relay.delivery.dkim_sign import (
     ed25519_selector,
@@ -15,7 +15,6 @@ from relay.delivery.dkim_sign import (
     generate_rsa_key,
     txt_record_name,
 )
-from relay.storage import directory
 
 # --- dkim ------------------------------------------------------------------------
 
@@ -68,7 +67,7 @@ def dkim_keygen(ctx: Context, selector: str | None, force: bool, ed25519: bool) 
     ed_path = config.dkim.ed25519_key or path.with_name(path.stem + ".ed25519")
     for existing in [path, ed_path] if ed25519 else [path]:
         if existing.exists() and not force:
-            raise directory.DirectoryError(f"{existing} exists; use --force to replace it")
+            raise CliError(f"{existing} exists; use --force to replace it")
     records = [
         {
             "name": txt_record_name(selector, domain),
@@ -104,9 +103,7 @@ def _write_key(generate: Callable[[Path], str], path: Path) -> str:
     try:
         return generate(path)
     except OSError as exc:
-        raise directory.DirectoryError(
-            f"cannot write the key {path}: {exc.strerror or exc}"
-        ) from None
+        raise CliError(f"cannot write the key {path}: {exc.strerror or exc}") from None
 
 
 def _zone_strings(value: str) -> str:
@@ -154,7 +151,7 @@ def tls_selfsigned(ctx: Context, hostname: str | None, days: int, force: bool) -
     key = config.smtp.tls_key or base / "tls" / "relay.key"
     for existing in (cert, key):
         if existing.exists() and not force:
-            raise directory.DirectoryError(f"{existing} exists; use --force to replace it")
+            raise CliError(f"{existing} exists; use --force to replace it")
     name = hostname or config.smtp.hostname
     generate_self_signed(cert, key, hostname=name, days=days)
     emit(

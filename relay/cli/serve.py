@@ -9,10 +9,10 @@ from typing import Any
 
 import click
 
-from relay.cli.base import Context, common, emit, handled, main, pass_ctx, plural
+from relay.cli.base import CliError, Context, common, emit, handled, main, pass_ctx, plural
 from relay.core import logs
 from relay.core.config import RelayConfig
-from relay.core.pidfile import PidFileError, running_pid
+from relay.core.pidfile import running_pid
 from relay.core.yamlload import ConfigError
 from relay.delivery.dkim_sign import DkimError, rsa_txt_record
 from relay.filters import load_rules
@@ -80,9 +80,9 @@ def reload(ctx: Context) -> None:
     try:
         os.kill(pid, signal.SIGHUP)
     except ProcessLookupError:
-        raise PidFileError(f"relay serve (pid {pid}) has just stopped") from None
+        raise CliError(f"relay serve (pid {pid}) has just stopped") from None
     except PermissionError:
-        raise PidFileError(
+        raise CliError(
             f"not allowed to signal relay serve (pid {pid}): run this as the user it runs as"
         ) from None
     emit(
