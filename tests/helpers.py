@@ -34,7 +34,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from click.testing import CliRunner
 
 from relay.app import Relay
-from relay.cli.commands import main as relay_main
+from relay.cli import main as relay_main
 from relay.core.config import (
     ArchiveConfig,
     CampaignsConfig,

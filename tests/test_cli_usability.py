@@ -14,7 +14,7 @@ from click.testing import CliRunner, Result
 from sqlmodel import select
 
 from relay.app import Relay
-from relay.cli.commands import main
+from relay.cli import main
 from relay.core.config import RelayConfig
 from relay.storage.models import Delivery, DeliveryStatus, Message
 from tests.helpers import Parties, Sink, build, send, wait_until

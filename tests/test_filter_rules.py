@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from sqlalchemy import create_engine, inspect, text
 from sqlmodel import SQLModel
 
-from relay.cli.commands import main
+from relay.cli import main
 from relay.core.yamlload import ConfigError
 from relay.filters import Action, Role, evaluate, load_rules
 from relay.filters.normalize import fold

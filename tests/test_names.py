@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from sqlmodel import select
 
 from relay.app import Relay
-from relay.cli.commands import main
+from relay.cli import main
 from relay.core import names
 from relay.core.addresses import format_address
 from relay.core.config import MarketplaceConfig

@@ -24,7 +24,7 @@ from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
 from relay.app import Relay
-from relay.cli.commands import main
+from relay.cli import main
 from relay.core import logs
 from relay.core.config import MetricsConfig, RelayConfig, parse_listen
 from tests.helpers import (

@@ -22,7 +22,7 @@ from sqlalchemy import event
 from sqlmodel import Session, select
 
 from relay.app import Relay
-from relay.cli.commands import main
+from relay.cli import main
 from relay.core import clock
 from relay.core.config import RelayConfig
 from relay.ops.response_times import SellerResponses, format_duration, response_stats

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from sqlmodel import select
 
 from relay.app import Relay
-from relay.cli.commands import main
+from relay.cli import main
 from relay.core.config import RelayConfig, SmarthostConfig, SmtpConfig
 from relay.core.tls import TlsError, generate_self_signed, server_context
 from relay.storage.models import Delivery, DeliveryAttempt
