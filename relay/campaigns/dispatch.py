@@ -471,9 +471,6 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._stopping = False
 
-    def wake(self) -> None:
-        self._wake.set()
-
     def stop(self) -> None:
         self._stopping = True
         self._wake.set()

@@ -501,16 +501,6 @@ def pending_summary(session: Session) -> tuple[int, datetime | None]:
     return int(row[0]), row[1]
 
 
-def next_due(session: Session) -> datetime | None:
-    row = session.exec(
-        select(Delivery.next_attempt_at)
-        .where(Delivery.status == DeliveryStatus.PENDING)
-        .order_by(col(Delivery.next_attempt_at))
-        .limit(1)
-    ).first()
-    return row
-
-
 class RecordFn(Protocol):
     """The shape of ``record_deferred`` and ``record_failed``: True when the
     message is now failed."""
