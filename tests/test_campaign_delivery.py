@@ -219,7 +219,7 @@ async def run_pass(relay: Relay, sink: Sink, now: datetime) -> tuple[PassReport,
     assert relay.dispatcher is not None
     before = len(sink.messages)
     result = await relay.dispatcher.pass_once(now)
-    await sink.wait_for(before + result.outcomes.get(SendStatus.SENT.value, 0))
+    await sink.wait_for(before + result.outcomes.get(SendStatus.SENT, 0))
     return result, sink.messages[before:]
 
 
@@ -422,11 +422,11 @@ async def test_two_relays_sending_overlapping_campaigns_send_each_customer_one(
             before = len(sink.messages)
             both = await asyncio.gather(*(x.pass_once(now) for x in dispatchers if x))
             reports += both
-            queued = sum(r.outcomes.get(SendStatus.SENT.value, 0) for r in both)
+            queued = sum(r.outcomes.get(SendStatus.SENT, 0) for r in both)
             await sink.wait_for(before + queued)
 
         assert sorted(c for r in reports for c in r.started) == [first, second]
-        assert sum(r.outcomes.get(SendStatus.SENT.value, 0) for r in reports) == len(customers)
+        assert sum(r.outcomes.get(SendStatus.SENT, 0) for r in reports) == len(customers)
         received = await settled(relay, sink, len(customers), other)
         counts = by_recipient(received)
         assert sorted(counts) == sorted(customers)
@@ -501,7 +501,7 @@ async def test_promotion_cancelled_while_sending_suspends_and_withdraws_the_rest
     result, new = await run_pass(relay, sink, slots[4])
     assert new == []
     assert result.suspended == [campaign]
-    assert result.outcomes.get(SendStatus.SENT.value, 0) == 0
+    assert result.outcomes.get(SendStatus.SENT, 0) == 0
     assert status(relay, campaign) is CampaignStatus.SUSPENDED
     handed_over = Counter(s.status in HANDED_OVER for s in sends(relay, campaign))
     assert handed_over == {True: 4, False: len(customers) - 4}
