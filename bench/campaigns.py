@@ -32,9 +32,10 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import insert  # noqa: E402
 from sqlmodel import Session, select  # noqa: E402
 
+from relay import campaigns  # noqa: E402
 from relay.campaigns import catalog, lifecycle  # noqa: E402
 from relay.campaigns.dispatch import Dispatcher  # noqa: E402
-from relay.campaigns.models import CampaignKind, Follower  # noqa: E402
+from relay.campaigns.models import CampaignKind, Follower, SendStatus  # noqa: E402
 from relay.campaigns.render import Renderer  # noqa: E402
 from relay.core.config import ArchiveConfig, DatabaseConfig, RelayConfig  # noqa: E402
 from relay.storage.archive import Archive  # noqa: E402
@@ -106,6 +107,7 @@ async def one_run(url: str, workdir: Path, followers: int) -> dict[str, Any]:
     config = RelayConfig(
         database=DatabaseConfig(url=url), archive=ArchiveConfig(path=workdir / "archive")
     )
+    campaigns.install()  # the campaign tables, for the migration
     db = Database(config.database)
     db.migrate()
     db.write(populate, followers)
@@ -127,7 +129,7 @@ async def one_run(url: str, workdir: Path, followers: int) -> dict[str, Any]:
     lag.stop()
     await lag_task
     db.dispose()
-    sent = report.outcomes.get("sent", 0)
+    sent = report.outcomes.get(SendStatus.SENT, 0)
     assert sent == followers, report.as_json()
     stall, p99 = lag.summary()
     idle_stall, idle_p99 = idle.summary()

@@ -2,6 +2,8 @@
 
 ``Relay`` is what ``relay serve`` runs and what tests start in their own event
 loop (``await relay.start()`` binds port 0 when asked and reports the real port).
+Making one installs the campaigns into the layers below (``relay.campaigns.
+install``): every process that runs a relay migrates and records deliveries.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import ssl
 
 from prometheus_client import REGISTRY
 
+from relay import campaigns
 from relay.campaigns.dispatch import Dispatcher
 from relay.campaigns.render import Renderer
 from relay.campaigns.unsubscribe import UnsubscribeEndpoint
@@ -44,6 +47,7 @@ class Relay:
         serve_metrics: bool = True,
         serve_unsubscribe: bool = True,
     ) -> None:
+        campaigns.install()  # before anything migrates or records a delivery
         self.config = config
         self.reuse_port = reuse_port
         """Bind with SO_REUSEPORT, so that sibling worker processes share the port."""

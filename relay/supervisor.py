@@ -37,6 +37,7 @@ from types import FrameType
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from relay import campaigns
 from relay.app import Relay
 from relay.campaigns.unsubscribe import UnsubscribeEndpoint
 from relay.core import metrics
@@ -89,7 +90,9 @@ def _stop_when_orphaned(interval: float = 1.0) -> None:
 
 
 def _prepare(config: RelayConfig) -> None:
-    """The once-per-host start-up work, done before any worker exists."""
+    """The once-per-host start-up work, done before any worker exists (which
+    inherit, with the fork, the campaigns installed here)."""
+    campaigns.install()
     db = Database(config.database)
     try:
         db.migrate()

@@ -24,6 +24,7 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import make_url
 
+from relay import campaigns
 from relay.app import Relay
 from relay.core import clock
 from relay.core.config import DatabaseConfig, LimitsConfig, RelayConfig
@@ -84,6 +85,7 @@ class PostgresServer:
             name = f"relay_template_{secrets.token_hex(6)}"
             self.admin.execute(f'CREATE DATABASE "{name}"')
             self.template = name
+            campaigns.install()  # its campaign tables too
             db = Database(DatabaseConfig(url=url_of(name)))
             try:
                 db.migrate()

@@ -62,7 +62,15 @@ from relay.message.compose import leaks
 from relay.ops import retention
 from relay.storage import directory
 from relay.storage.models import Delivery, Direction, Message
-from tests.helpers import Received, Sink, make_config, wait_idle, wait_until_async
+from tests.helpers import (
+    Received,
+    Sink,
+    make_config,
+    send_null_sender,
+    wait_idle,
+    wait_until_async,
+)
+from tests.test_delivery import dsn
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
@@ -211,7 +219,7 @@ async def run_pass(relay: Relay, sink: Sink, now: datetime) -> tuple[PassReport,
     assert relay.dispatcher is not None
     before = len(sink.messages)
     result = await relay.dispatcher.pass_once(now)
-    await sink.wait_for(before + result.outcomes.get(SendStatus.SENT.value, 0))
+    await sink.wait_for(before + result.outcomes.get(SendStatus.SENT, 0))
     return result, sink.messages[before:]
 
 
@@ -414,11 +422,11 @@ async def test_two_relays_sending_overlapping_campaigns_send_each_customer_one(
             before = len(sink.messages)
             both = await asyncio.gather(*(x.pass_once(now) for x in dispatchers if x))
             reports += both
-            queued = sum(r.outcomes.get(SendStatus.SENT.value, 0) for r in both)
+            queued = sum(r.outcomes.get(SendStatus.SENT, 0) for r in both)
             await sink.wait_for(before + queued)
 
         assert sorted(c for r in reports for c in r.started) == [first, second]
-        assert sum(r.outcomes.get(SendStatus.SENT.value, 0) for r in reports) == len(customers)
+        assert sum(r.outcomes.get(SendStatus.SENT, 0) for r in reports) == len(customers)
         received = await settled(relay, sink, len(customers), other)
         counts = by_recipient(received)
         assert sorted(counts) == sorted(customers)
@@ -493,7 +501,7 @@ async def test_promotion_cancelled_while_sending_suspends_and_withdraws_the_rest
     result, new = await run_pass(relay, sink, slots[4])
     assert new == []
     assert result.suspended == [campaign]
-    assert result.outcomes.get(SendStatus.SENT.value, 0) == 0
+    assert result.outcomes.get(SendStatus.SENT, 0) == 0
     assert status(relay, campaign) is CampaignStatus.SUSPENDED
     handed_over = Counter(s.status in HANDED_OVER for s in sends(relay, campaign))
     assert handed_over == {True: 4, False: len(customers) - 4}
@@ -740,6 +748,41 @@ async def test_a_refused_campaign_message_counts_as_bounced_without_a_notice(
     assert list(notices) == []
     (bounced,) = [s for s in sends(relay, campaign) if s.status is SendStatus.BOUNCED]
     assert bounced.buyer_id == world.buyers[refused]
+
+
+async def test_a_dsn_for_a_delivered_campaign_message_counts_it_bounced_without_a_notice(
+    relay: Relay, sink: Sink
+) -> None:
+    """The recipient's server took the message, then sent a DSN to its VERP
+    return path: the send is bounced (the queue tells the campaigns, which it
+    does not import), and, campaign mail having no sender, nobody is told."""
+    customers = [f"returned{i}@buyers.example" for i in range(2)]
+    world = add_brand(relay, "Da Lat Tea", customers)
+    campaign = await send_whole_campaign(relay, world)
+
+    async def delivered() -> bool:
+        return bool(report(relay, campaign)["delivered"] == 2)
+
+    await wait_until_async(delivered)
+    returned = next(m for m in sink.messages if recipient_of(m) == customers[0])
+    verp = returned.mail_from
+    assert verp.startswith("bounce+")
+    bounce = dsn(verp, action="failed", status="5.1.1", recipient=customers[0])
+    await send_null_sender(relay, bounce, recipients=[verp])
+
+    async def bounced() -> bool:
+        return bool(report(relay, campaign)["bounced"] == 1)
+
+    await wait_until_async(bounced)
+    assert {s.buyer_id: s.status for s in sends(relay, campaign)} == {
+        world.buyers[customers[0]]: SendStatus.BOUNCED,
+        world.buyers[customers[1]]: SendStatus.DELIVERED,
+    }
+    await settled(relay, sink, 2)  # no notice went out
+    notices = relay.db.call(
+        lambda s: s.exec(select(Message.id).where(Message.direction == Direction.NOTICE)).all()
+    )
+    assert list(notices) == []
 
 
 async def test_the_report_outlives_the_archive_retention(relay: Relay, sink: Sink) -> None:

@@ -26,6 +26,7 @@ promotion's end makes the forecast conservative.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -55,6 +56,16 @@ REACHED = (SendStatus.PLANNED, SendStatus.SENT, SendStatus.DELIVERED, SendStatus
 MAX_DAYS = 366
 
 
+class Colour(enum.StrEnum):
+    """How the date picker shows a day."""
+
+    FREE = "free"
+    CONFLICT = "conflict"
+    """Allowed, but followers shared with another campaign would miss one."""
+    UNAVAILABLE = "unavailable"
+    """The rules forbid starting on it."""
+
+
 @dataclass(slots=True)
 class Collision:
     campaign_id: int
@@ -70,10 +81,10 @@ class Day:
     collisions: list[Collision] = field(default_factory=list)
 
     @property
-    def colour(self) -> str:
+    def colour(self) -> Colour:
         if not self.allowed:
-            return "unavailable"
-        return "conflict" if self.collisions else "free"
+            return Colour.UNAVAILABLE
+        return Colour.CONFLICT if self.collisions else Colour.FREE
 
     @property
     def colliding_followers(self) -> int:
@@ -84,7 +95,7 @@ class Day:
         return {
             "date": self.day.isoformat(),
             "allowed": self.allowed,
-            "colour": self.colour,
+            "colour": self.colour.value,
             "reasons": self.reasons,
             "colliding_followers": self.colliding_followers,
             "collisions": [

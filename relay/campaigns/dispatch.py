@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -77,6 +78,14 @@ log = logging.getLogger("relay.campaigns")
 LATE_START = timedelta(hours=1)
 
 
+class Step(enum.StrEnum):
+    """What a pass did to a campaign, as its log line says it (``status=``)."""
+
+    STARTED = "started"
+    SUSPENDED = "suspended"
+    COMPLETED = "completed"
+
+
 @dataclass(slots=True)
 class PassReport:
     """What one pass did (``relay campaign dispatch`` prints it)."""
@@ -85,7 +94,12 @@ class PassReport:
     started: list[int] = field(default_factory=list)
     suspended: list[int] = field(default_factory=list)
     completed: list[int] = field(default_factory=list)
-    outcomes: Counter[str] = field(default_factory=Counter)
+    outcomes: Counter[SendStatus] = field(default_factory=Counter)
+    """How many sends ended how (sent, or why not)."""
+
+    def counts(self) -> dict[str, int]:
+        """The outcomes by name, in name order (the log line's and the JSON's)."""
+        return {status.value: n for status, n in sorted(self.outcomes.items())}
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -93,7 +107,7 @@ class PassReport:
             "started": self.started,
             "suspended": self.suspended,
             "completed": self.completed,
-            "messages": dict(sorted(self.outcomes.items())),
+            "messages": self.counts(),
         }
 
 
@@ -155,12 +169,12 @@ def due_to_start(session: Session, now: datetime) -> list[int]:
     return [c.id for c in rows if c.id is not None and rules.day_start(c.start_on) <= now]
 
 
-def start(session: Session, campaign_id: int, now: datetime) -> tuple[str, int]:
-    """Start one scheduled campaign: ("started", planned), ("suspended", 0), or
-    ("", 0) when another process got to it first."""
+def start(session: Session, campaign_id: int, now: datetime) -> tuple[Step | None, int]:
+    """Start one scheduled campaign: (STARTED, planned), (SUSPENDED, 0), or
+    (None, 0) when another process got to it first."""
     campaign = _lock(session, campaign_id, CampaignStatus.SCHEDULED)
     if campaign is None:
-        return "", 0
+        return None, 0
     problem = _promotion_problem(session, campaign, now)
     promotion = _promotion(session, campaign)
     window = rules.delivery_window(campaign.start_on, promotion)
@@ -168,7 +182,7 @@ def start(session: Session, campaign_id: int, now: datetime) -> tuple[str, int]:
         problem = "its delivery window passed before a relay could start it"
     if problem:
         set_status(session, campaign, CampaignStatus.SUSPENDED, problem)
-        return "suspended", 0
+        return Step.SUSPENDED, 0
     if now - window.start > LATE_START:
         window = rules.Window(now, window.end)
     followers = session.exec(
@@ -196,12 +210,12 @@ def start(session: Session, campaign_id: int, now: datetime) -> tuple[str, int]:
         f"{len(followers)} followers, {window.start:%Y-%m-%d %H:%M} to"
         f" {window.end:%Y-%m-%d %H:%M} UTC",
     )
-    return "started", len(followers)
+    return Step.STARTED, len(followers)
 
 
 def claim(
     session: Session, worker: str, now: datetime, *, limit: int, lease: float
-) -> tuple[list[Due], Counter[str], list[int]]:
+) -> tuple[list[Due], Counter[SendStatus], list[int]]:
     """Lease up to ``limit`` due sends; settle those that cannot be sent at once.
     Returns (to send, settled outcomes, campaigns suspended)."""
     until = utcnow() + timedelta(seconds=lease)
@@ -218,7 +232,7 @@ def claim(
         .limit(limit)
     )
     ids = spool.lease_rows(session, CampaignSend, candidates, claimable, worker=worker, until=until)
-    settled: Counter[str] = Counter()
+    settled: Counter[SendStatus] = Counter()
     suspended: list[int] = []
     if not ids:
         return [], settled, suspended
@@ -230,7 +244,7 @@ def claim(
             problem = _promotion_problem(session, campaign, now, started=True)
             checked[campaign.id] = not problem
             if problem:  # withdraws this batch's sends of it too
-                settled[SendStatus.WITHDRAWN.value] += set_status(
+                settled[SendStatus.WITHDRAWN] += set_status(
                     session, campaign, CampaignStatus.SUSPENDED, problem + ": rest withdrawn"
                 )
                 suspended.append(campaign.id)
@@ -239,7 +253,7 @@ def claim(
         verdict, other = _verdict(send, follower, buyer, contact)
         if verdict is not None:
             _settle(session, send, verdict, other)
-            settled[verdict.value] += 1
+            settled[verdict] += 1
             continue
         due.append(Due(send.id, campaign.id, buyer.email, buyer.name, send.token))
     return due, settled, suspended
@@ -247,10 +261,10 @@ def claim(
 
 def queue_rendered(
     session: Session, worker: str, rendered: list[Rendered], *, domain: str
-) -> tuple[Counter[str], list[str]]:
+) -> tuple[Counter[SendStatus], list[str]]:
     """Queue what was rendered, re-checking everything under the write lock.
     Returns the outcomes and the stored copies that were not used."""
-    outcomes: Counter[str] = Counter()
+    outcomes: Counter[SendStatus] = Counter()
     unused: list[str] = []
     rows = {row[0].id: row for row in _rows(session, [r.due.send_id for r in rendered])}
     for item in rendered:
@@ -275,7 +289,7 @@ def queue_rendered(
                 verdict = SendStatus.SKIPPED_7_DAYS
         if verdict is not None:
             _settle(session, send, verdict, other)
-            outcomes[verdict.value] += 1
+            outcomes[verdict] += 1
             if item.path:
                 unused.append(item.path)
             continue
@@ -298,7 +312,7 @@ def queue_rendered(
         send.done_at = utcnow()
         send.claimed_by = send.claimed_until = None
         session.add(send)
-        outcomes[SendStatus.SENT.value] += 1
+        outcomes[SendStatus.SENT] += 1
     return outcomes, unused
 
 
@@ -471,9 +485,6 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._stopping = False
 
-    def wake(self) -> None:
-        self._wake.set()
-
     def stop(self) -> None:
         self._stopping = True
         self._wake.set()
@@ -498,12 +509,12 @@ class Dispatcher:
         report.suspended += suspended
         for campaign_id in await self.db.run(due_to_start, now):
             outcome, planned = await self.db.awrite(start, campaign_id, now)
-            if outcome == "started":
+            if outcome is Step.STARTED:
                 report.started.append(campaign_id)
-                self._log(campaign_id, "started", planned=planned)
-            elif outcome == "suspended":
+                self._log(campaign_id, Step.STARTED, planned=planned)
+            elif outcome is Step.SUSPENDED:
                 report.suspended.append(campaign_id)
-                self._log(campaign_id, "suspended")
+                self._log(campaign_id, Step.SUSPENDED)
         batch = self.config.campaigns.batch
         contents: dict[int, Content] = {}  # each campaign's shared part, read once a pass
         while not self._stopping:
@@ -522,13 +533,13 @@ class Dispatcher:
                 self._count(report, outcomes)
                 if unused:
                     await asyncio.to_thread(self._remove, unused)
-                if outcomes.get(SendStatus.SENT.value):
+                if outcomes.get(SendStatus.SENT):
                     self.on_queued()
         report.completed += await self.db.awrite(complete)
         for campaign_id in report.completed:
-            self._log(campaign_id, "completed")
+            self._log(campaign_id, Step.COMPLETED)
         if report.outcomes:
-            event(log, "campaign pass", event="campaign", **dict(sorted(report.outcomes.items())))
+            event(log, "campaign pass", event="campaign", **report.counts())
         return report
 
     def _render(self, due: list[Due], contents: dict[int, Content]) -> list[Rendered]:
@@ -561,12 +572,17 @@ class Dispatcher:
             with contextlib.suppress(OSError):
                 (self.archive.root / rel).unlink()
 
-    def _count(self, report: PassReport, outcomes: Counter[str]) -> None:
+    def _count(self, report: PassReport, outcomes: Counter[SendStatus]) -> None:
         for outcome, n in outcomes.items():
             report.outcomes[outcome] += n
-            metrics.CAMPAIGN_MESSAGES.labels(outcome).inc(n)
+            metrics.CAMPAIGN_MESSAGES.labels(outcome.value).inc(n)
 
-    def _log(self, campaign_id: int, what: str, **fields: Any) -> None:
+    def _log(self, campaign_id: int, step: Step, **fields: Any) -> None:
         event(
-            log, f"campaign {what}", event="campaign", campaign=campaign_id, status=what, **fields
+            log,
+            f"campaign {step.value}",
+            event="campaign",
+            campaign=campaign_id,
+            status=step.value,
+            **fields,
         )

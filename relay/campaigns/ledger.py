@@ -19,6 +19,7 @@ both times.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -30,6 +31,7 @@ from sqlmodel import Session, col, select
 from relay.campaigns.models import BrandContact, CampaignSend, SendStatus
 from relay.campaigns.rules import FREQUENCY
 from relay.core.clock import as_utc
+from relay.storage.models import Message
 
 
 def reserve(
@@ -95,3 +97,18 @@ def mark_bounced(session: Session, message_id: int) -> None:
         .where(col(CampaignSend.message_id) == message_id)
         .values(status=SendStatus.BOUNCED)
     )
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerListener:
+    """What the delivery queue tells of campaign messages, put on their sends
+    (a ``relay.delivery.listeners.DeliveryListener``, registered by
+    ``relay.campaigns.install``)."""
+
+    def delivered(self, session: Session, message: Message, /) -> None:
+        assert message.id is not None
+        mark_delivered(session, message.id)
+
+    def failed(self, session: Session, message: Message, /) -> None:
+        assert message.id is not None
+        mark_bounced(session, message.id)

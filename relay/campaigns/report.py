@@ -31,7 +31,7 @@ def campaign_report(session: Session, campaign_id: int) -> dict[str, Any]:
             .group_by(col(CampaignSend.status))
         ).all()
     )
-    count = {status.value: int(by_status.get(status, 0)) for status in SendStatus}
+    count = {status: int(by_status.get(status, 0)) for status in SendStatus}
     skipped_for = session.exec(
         select(CampaignSend.skipped_for_campaign_id, func.count())
         .where(
@@ -46,16 +46,16 @@ def campaign_report(session: Session, campaign_id: int) -> dict[str, Any]:
     ).one()
     return {
         "planned": sum(count.values()),
-        "sent": count["sent"] + count["delivered"] + count["bounced"],
-        "delivered": count["delivered"],
-        "bounced": count["bounced"],
-        "skipped_7_days": count["skipped_7_days"],
+        "sent": count[SendStatus.SENT] + count[SendStatus.DELIVERED] + count[SendStatus.BOUNCED],
+        "delivered": count[SendStatus.DELIVERED],
+        "bounced": count[SendStatus.BOUNCED],
+        "skipped_7_days": count[SendStatus.SKIPPED_7_DAYS],
         "skipped_for": {str(other): int(n) for other, n in skipped_for if other is not None},
-        "unsubscribed": count["unsubscribed"],
+        "unsubscribed": count[SendStatus.UNSUBSCRIBED],
         "unsubscribed_here": int(unsubscribed_here),
-        "opted_out": count["opted_out"],
-        "withdrawn": count["withdrawn"],
-        "pending": count["planned"],
+        "opted_out": count[SendStatus.OPTED_OUT],
+        "withdrawn": count[SendStatus.WITHDRAWN],
+        "pending": count[SendStatus.PLANNED],
     }
 
 

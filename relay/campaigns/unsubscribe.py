@@ -22,6 +22,7 @@ are cut off there (SECURITY.md, "The HTTP endpoints").
 
 from __future__ import annotations
 
+import enum
 import html
 import logging
 from collections.abc import Iterable
@@ -45,6 +46,15 @@ PREFIX = "/unsubscribe/"
 MAX_BODY = 4096
 """A bigger POST body is refused (413) before it is read."""
 LIMITS = HttpLimits(max_body_bytes=MAX_BODY)
+
+
+class How(enum.StrEnum):
+    """How a follower unsubscribed (the metric's label, the log's ``method``)."""
+
+    ONE_CLICK = "one_click"
+    """A mail client's one-click POST (RFC 8058)."""
+    PAGE = "page"
+    """The confirmation page's button."""
 
 
 def _named(session: Session, token: str) -> tuple[CampaignSend, Follower, Brand] | None:
@@ -107,9 +117,9 @@ class UnsubscribeEndpoint:
                 brand = self.db.write(unsubscribe, token)
                 if brand is None:
                     return _unknown(start_response)
-                how = "one_click" if _is_one_click(body, environ) else "page"
-                metrics.CAMPAIGN_UNSUBSCRIBES.labels(how).inc()
-                event(log, "campaign unsubscribe", event="unsubscribe", method=how)
+                how = How.ONE_CLICK if _is_one_click(body, environ) else How.PAGE
+                metrics.CAMPAIGN_UNSUBSCRIBES.labels(how.value).inc()
+                event(log, "campaign unsubscribe", event="unsubscribe", method=how.value)
                 return _page(
                     start_response,
                     "200 OK",

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 import click
 from sqlmodel import Session
 
+import relay.campaigns
 from relay.core import addresses, names
 from relay.core.config import DEFAULT_CONFIG, RelayConfig, config_path, load_config
 from relay.core.pidfile import PidFileError
@@ -174,7 +175,9 @@ class Context:
 
     def database(self) -> Database:
         """The database, closed when the command ends (its connections too, so that
-        a command run in-process, as tests and scripts do, leaves none open)."""
+        a command run in-process, as tests and scripts do, leaves none open).
+        Migrated with every table, the campaigns' included (``install``)."""
+        relay.campaigns.install()
         try:
             db = Database(self.config.database)
         except OSError as exc:

@@ -363,7 +363,7 @@ class OutboundWorker:
                     item, DeliveryError(f"local problem: {exc}", permanent=False), started
                 )
                 return
-            self._log(item, "delivered", result.reply, started)
+            self._log(item, spool.Outcome.DELIVERED, result.reply, started)
             try:
                 await self.db.awrite(spool.record_delivered, item.id, self.worker, result.reply)
             except StorageUnavailable as exc:
@@ -371,24 +371,24 @@ class OutboundWorker:
                 # A duplicate is the lesser evil next to a lost message.
                 log.error("delivery %s sent but not recorded: %s", item.id, exc)
                 return
-            metrics.DELIVERED.labels(item.direction).inc()
+            metrics.DELIVERED.labels(item.direction.value).inc()
 
     async def _record_failure(
         self, item: spool.Claimed, exc: DeliveryError, started: float
     ) -> None:
         if exc.permanent:
-            self._log(item, "failed", exc.reply, started)
+            self._log(item, spool.Outcome.FAILED, exc.reply, started)
             failed = await self._record(spool.record_failed, item, exc.reply)
         else:
-            self._log(item, "deferred", exc.reply, started)
+            self._log(item, spool.Outcome.DEFERRED, exc.reply, started)
             failed = await self._record(spool.record_deferred, item, exc.reply)
         if failed:  # refused for good, or given up after ``retry.give_up_after``
-            metrics.BLOCKED.labels(item.direction, "failed").inc()
+            metrics.BLOCKED.labels(item.direction.value, "failed").inc()
 
-    def _log(self, item: spool.Claimed, outcome: str, reply: str, started: float) -> None:
+    def _log(self, item: spool.Claimed, outcome: spool.Outcome, reply: str, started: float) -> None:
         """The attempt's log line, count and time: the recipient by token only."""
         elapsed = time.perf_counter() - started
-        metrics.DELIVERY_ATTEMPTS.labels(outcome).inc()
+        metrics.DELIVERY_ATTEMPTS.labels(outcome.value).inc()
         metrics.STAGE_SECONDS.labels("delivery").observe(elapsed)
         event(
             log,
@@ -399,7 +399,7 @@ class OutboundWorker:
             message=item.message_id,
             to=item.recipient_token,
             attempt=item.attempts + 1,
-            outcome=outcome,
+            outcome=outcome.value,
             reply=redact(_first_line(reply), {item.recipient.lower(): item.recipient_token}),
             ms=round(elapsed * 1000, 1),
         )

@@ -13,10 +13,15 @@ Outcome classification follows RFC 5321 §4.2.1 (and Mailman's ``deliver``): a
 5xx reply is permanent, except 552, which §4.5.3.1.10 tells clients to treat as
 temporary for historical reasons; 4xx replies and connection trouble are
 retried with exponential backoff until ``give_up_after``.
+
+A message that failed for good is told to its sender (``notices``), and to the
+listener registered for its direction (``listeners``: a campaign's send), in
+the transaction that records it.
 """
 
 from __future__ import annotations
 
+import enum
 import os
 import socket
 from collections.abc import Sequence
@@ -29,9 +34,9 @@ from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, func, or_, select
 from sqlmodel.sql.expression import SelectOfScalar
 
-from relay.campaigns import ledger
 from relay.core.config import RelayConfig, RetryConfig
 from relay.core.tokens import new_token, token_address
+from relay.delivery.listeners import listener_for
 from relay.delivery.notices import create_notice, party_map, sanitize
 from relay.storage.archive import Archive
 from relay.storage.db import insert_row
@@ -47,6 +52,24 @@ from relay.storage.models import (
 )
 
 
+class Outcome(enum.StrEnum):
+    """What became of an attempt, or what a DSN said: the words
+    ``delivery_attempt.outcome`` records and the log lines and metrics use."""
+
+    DELIVERED = "delivered"
+    DEFERRED = "deferred"
+    FAILED = "failed"
+    GAVE_UP = "gave_up"
+    """Deferred until ``retry.give_up_after`` ran out."""
+    DSN_DELAYED = "dsn_delayed"
+    DSN_FAILED = "dsn_failed"
+
+
+NO_SENDER = frozenset({Direction.CAMPAIGN, Direction.NOTICE})
+"""Messages whose failure nobody is told of: a notice is not answered with
+another, and campaign mail has no sender to tell (its report counts it)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Claimed:
     id: int
@@ -55,8 +78,8 @@ class Claimed:
     recipient: str
     path: str
     attempts: int
+    direction: Direction
     trace_id: str = "-"
-    direction: str = ""
     recipient_token: str = "-"
     """The recipient's token address: what the logs say instead of ``recipient``."""
 
@@ -181,7 +204,7 @@ def _claimed(session: Session, ids: list[int], domain: str) -> list[Claimed]:
         if not path:
             d = session.get(Delivery, d_id)
             assert d is not None
-            _finish(session, d, DeliveryStatus.FAILED, "failed", "no delivered copy archived")
+            _finish(session, d, DeliveryStatus.FAILED, Outcome.FAILED, "no delivered copy archived")
             continue
         # A notice goes back to the sender of the message it is about.
         to_seller = (
@@ -198,8 +221,8 @@ def _claimed(session: Session, ids: list[int], domain: str) -> list[Claimed]:
                 recipient,
                 path,
                 attempts,
+                direction,
                 trace_id=trace or "-",
-                direction=direction.value,
                 recipient_token=(token_address(token, domain) if domain else token)
                 if token and (direction is not Direction.NOTICE or about_direction)
                 else "-",
@@ -271,7 +294,7 @@ def _owned(session: Session, delivery_id: int, worker: str) -> Delivery | None:
 
 
 def _finish(
-    session: Session, d: Delivery, status: DeliveryStatus, outcome: str, reply: str
+    session: Session, d: Delivery, status: DeliveryStatus, outcome: Outcome, reply: str
 ) -> None:
     now = utcnow()
     d.status = status
@@ -282,21 +305,22 @@ def _finish(
     d.claimed_until = None
     session.add(d)
     assert d.id is not None
-    session.add(DeliveryAttempt(delivery_id=d.id, at=now, outcome=outcome, reply=reply))
+    session.add(DeliveryAttempt(delivery_id=d.id, at=now, outcome=outcome.value, reply=reply))
 
 
 def record_delivered(session: Session, delivery_id: int, worker: str, reply: str) -> None:
     d = _owned(session, delivery_id, worker)
     if d is None:
         return
-    _finish(session, d, DeliveryStatus.DELIVERED, "delivered", reply)
+    _finish(session, d, DeliveryStatus.DELIVERED, Outcome.DELIVERED, reply)
     msg = session.get(Message, d.message_id)
     if msg is not None and msg.status is MessageStatus.QUEUED:
         msg.status = MessageStatus.DELIVERED
         msg.updated_at = utcnow()
         session.add(msg)
-        if msg.direction is Direction.CAMPAIGN:
-            ledger.mark_delivered(session, d.message_id)
+        listener = listener_for(msg.direction)
+        if listener is not None:
+            listener.delivered(session, msg)
 
 
 def backoff(retry: RetryConfig, attempts: int) -> float:
@@ -322,7 +346,7 @@ def record_deferred(
         _fail(
             session,
             d,
-            "gave_up",
+            Outcome.GAVE_UP,
             f"gave up after {d.attempts + 1} attempts: {reply}",
             archive=archive,
             config=config,
@@ -335,7 +359,9 @@ def record_deferred(
     d.claimed_until = None
     session.add(d)
     assert d.id is not None
-    session.add(DeliveryAttempt(delivery_id=d.id, at=now, outcome="deferred", reply=reply))
+    session.add(
+        DeliveryAttempt(delivery_id=d.id, at=now, outcome=Outcome.DEFERRED.value, reply=reply)
+    )
     return False
 
 
@@ -352,14 +378,14 @@ def record_failed(
     d = _owned(session, delivery_id, worker)
     if d is None:
         return False
-    _fail(session, d, "failed", reply, archive=archive, config=config)
+    _fail(session, d, Outcome.FAILED, reply, archive=archive, config=config)
     return True
 
 
 def _fail(
     session: Session,
     d: Delivery,
-    outcome: str,
+    outcome: Outcome,
     reply: str,
     *,
     archive: Archive,
@@ -387,12 +413,10 @@ def _notify_failure(
     msg.status_reason = reply[:500]
     msg.updated_at = utcnow()
     session.add(msg)
-    if msg.direction is Direction.CAMPAIGN:
-        # No notice: campaign mail has no sender to tell; its report counts it.
-        assert msg.id is not None
-        ledger.mark_bounced(session, msg.id)
-        return
-    if msg.direction is Direction.NOTICE:
+    listener = listener_for(msg.direction)
+    if listener is not None:
+        listener.failed(session, msg)
+    if msg.direction in NO_SENDER:
         return
     domain = config.marketplace.domain
     why = "The recipient's mail server reported: " + sanitize(
@@ -422,7 +446,9 @@ def record_dsn(
     now = utcnow()
     text = f"{status} {diagnostic}".strip()
     if not permanent:
-        session.add(DeliveryAttempt(delivery_id=d.id, at=now, outcome="dsn_delayed", reply=text))
+        session.add(
+            DeliveryAttempt(delivery_id=d.id, at=now, outcome=Outcome.DSN_DELAYED.value, reply=text)
+        )
         return True
     result: Any = session.execute(
         update(Delivery)
@@ -438,7 +464,9 @@ def record_dsn(
             claimed_until=None,
         )
     )
-    session.add(DeliveryAttempt(delivery_id=d.id, at=now, outcome="dsn_failed", reply=text))
+    session.add(
+        DeliveryAttempt(delivery_id=d.id, at=now, outcome=Outcome.DSN_FAILED.value, reply=text)
+    )
     if result.rowcount == 1:
         msg = session.get(Message, d.message_id)
         if msg is not None:
@@ -499,16 +527,6 @@ def pending_summary(session: Session) -> tuple[int, datetime | None]:
         )
     ).one()
     return int(row[0]), row[1]
-
-
-def next_due(session: Session) -> datetime | None:
-    row = session.exec(
-        select(Delivery.next_attempt_at)
-        .where(Delivery.status == DeliveryStatus.PENDING)
-        .order_by(col(Delivery.next_attempt_at))
-        .limit(1)
-    ).first()
-    return row
 
 
 class RecordFn(Protocol):

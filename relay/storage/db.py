@@ -38,7 +38,6 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import Session, SQLModel, create_engine, select
 
-from relay.campaigns import models as _campaign_models  # noqa: F401  (registers the tables)
 from relay.core.config import DatabaseConfig
 from relay.storage import models
 
@@ -144,6 +143,13 @@ def migrate(engine: Engine) -> None:
 
     Each future schema change is a step here, keyed by the version it produces;
     ``create_all`` only ever adds missing tables and indexes.
+
+    The tables are those of SQLModel's metadata: this package's, and those of
+    the packages above it that define their own (``relay.campaigns``), which
+    storage does not import.  Those are known once their models are imported:
+    ``relay.campaigns.install()``, which every entry point calls before it
+    migrates.  A table missing from one migration is created by the next that
+    knows it (the version steps do not depend on it).
     """
     fresh = not inspect(engine).has_table("schema_version")
     SQLModel.metadata.create_all(engine)
