@@ -17,6 +17,7 @@ import ssl
 from prometheus_client import REGISTRY
 
 from relay import campaigns
+from relay.api.server import ApiServer
 from relay.campaigns.dispatch import Dispatcher
 from relay.campaigns.render import Renderer
 from relay.campaigns.unsubscribe import UnsubscribeEndpoint
@@ -46,6 +47,7 @@ class Relay:
         reuse_port: bool = False,
         serve_metrics: bool = True,
         serve_unsubscribe: bool = True,
+        serve_api: bool = True,
     ) -> None:
         campaigns.install()  # before anything migrates or records a delivery
         self.config = config
@@ -61,6 +63,9 @@ class Relay:
         """Serve the campaigns' unsubscribe links (under ``--workers N`` the
         supervisor does, once for all workers)."""
         self.unsubscribe: UnsubscribeEndpoint | None = None
+        self.serve_api = serve_api and config.api.address is not None
+        """Serve the HTTP API on ``api.listen`` (under ``--workers N`` the supervisor does)."""
+        self.api: ApiServer | None = None
         self.dispatcher: Dispatcher | None = None
         self._dispatch_task: asyncio.Task[None] | None = None
         self.db = Database(config.database)
@@ -115,6 +120,10 @@ class Relay:
         if self.serve_metrics:
             self.endpoint = Endpoint(self.config, self.db, REGISTRY)
             await asyncio.to_thread(self.endpoint.start)
+        api = self.config.api.address
+        if self.serve_api and api is not None:
+            self.api = await asyncio.to_thread(ApiServer, self.config, self.db, *api)
+            self.api.start()
         signer = await asyncio.to_thread(self.signer)
         self.worker = OutboundWorker(
             config=self.config,
@@ -201,6 +210,8 @@ class Relay:
             await self._dispatch_task  # a pass in progress finishes its batch first
         if self.unsubscribe is not None:
             await asyncio.to_thread(self.unsubscribe.stop)
+        if self.api is not None:
+            await asyncio.to_thread(self.api.stop)
         if self.worker is not None:
             self.worker.stop()
         if self._worker_task is not None:

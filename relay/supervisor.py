@@ -38,6 +38,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from relay import campaigns
+from relay.api.server import ApiServer
 from relay.app import Relay
 from relay.campaigns.unsubscribe import UnsubscribeEndpoint
 from relay.core import metrics
@@ -68,7 +69,9 @@ def _run_worker(config: RelayConfig, index: int, metrics_dir: Path | None) -> No
         metrics.use_multiprocess(metrics_dir)
     _stop_when_orphaned()
     try:
-        relay = Relay(config, reuse_port=True, serve_metrics=False, serve_unsubscribe=False)
+        relay = Relay(
+            config, reuse_port=True, serve_metrics=False, serve_unsubscribe=False, serve_api=False
+        )
         asyncio.run(relay.serve_forever())
     except Exception as exc:  # one line in the log, not a traceback per restart
         log.error("worker %d cannot run: %s", index, exc)
@@ -162,6 +165,7 @@ class Supervisor:
         self.config, placeholder = _reserve_port(self.config)
         endpoint: Endpoint | None = None
         unsubscribe: UnsubscribeEndpoint | None = None
+        api: ApiServer | None = None
         try:
             address = self.config.campaigns.unsubscribe.address
             if address is not None:
@@ -169,6 +173,10 @@ class Supervisor:
                 unsubscribe.start()
                 # The workers' links lead to the supervisor's endpoint.
                 self.config = self.config.with_unsubscribe_url(unsubscribe.base_url)
+            api_address = self.config.api.address
+            if api_address is not None:  # one API for all workers, as the endpoints
+                api = ApiServer(self.config, Database(self.config.database), *api_address)
+                api.start()
             if self.config.metrics.address is not None:
                 self.metrics_dir = Path(tempfile.mkdtemp(prefix="relay-metrics-"))
                 registry = CollectorRegistry()
@@ -193,6 +201,9 @@ class Supervisor:
             if unsubscribe is not None:
                 unsubscribe.stop()
                 unsubscribe.db.dispose()
+            if api is not None:
+                api.stop()
+                api.db.dispose()
             if self.metrics_dir is not None:
                 shutil.rmtree(self.metrics_dir, ignore_errors=True)
         return status

@@ -36,6 +36,7 @@ from click.testing import CliRunner
 from relay.app import Relay
 from relay.cli import main as relay_main
 from relay.core.config import (
+    ApiConfig,
     ArchiveConfig,
     CampaignsConfig,
     DatabaseConfig,
@@ -249,6 +250,7 @@ def make_config(
         # Tests send a lot from one address and IP; test_limits sets its own limits.
         # Port 0: tests run side by side, and a developer's relay may hold 8025.
         campaigns=CampaignsConfig(unsubscribe=UnsubscribeConfig(listen="127.0.0.1:0")),
+        api=ApiConfig(listen="127.0.0.1:0"),
         limits=LimitsConfig(
             connections_per_ip=100_000,
             messages_per_sender=100_000,
@@ -470,6 +472,7 @@ delivery:
 filters: {{rules: filters.yaml}}
 dkim: {{private_key: state/dkim.key}}
 campaigns: {{unsubscribe: {{listen: "127.0.0.1:0"}}}}
+api: {{listen: "127.0.0.1:0"}}
 """,
         encoding="utf-8",
     )

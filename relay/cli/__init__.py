@@ -12,7 +12,8 @@ another subject module, and registers its commands on ``main`` when imported:
 - ``keys``: ``dkim``, ``tls``;
 - ``catalog``: ``brand``, ``follower``, ``product``;
 - ``promotions``: ``promotion``, ``event``;
-- ``campaign``: ``campaign``.
+- ``campaign``: ``campaign``;
+- ``api``: ``api-key``, ``api``.
 
 This package imports them all, so that ``relay.cli.main`` (the entry point of
 the ``relay`` script, and of ``python -m relay.cli``) has every command.
@@ -21,6 +22,7 @@ May import: every relay package (it is the top, with relay.app and relay.supervi
 """
 
 from relay.cli import (  # noqa: F401  (imported for their commands)
+    api,
     archive,
     campaign,
     catalog,

@@ -415,6 +415,22 @@ def http_base(host: str, port: int) -> str:
     return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
 
+class ApiConfig(StrictModel):
+    """The marketplace's HTTP API (README, "The HTTP API")."""
+
+    listen: ListenAddress = "127.0.0.1:8080"
+    """``host:port`` it answers on; null: off.  Plain HTTP: put it behind the
+    marketplace's HTTPS front end, or keep it on loopback or a private network."""
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
+    """A request body over this is refused with 413 before it is read whole."""
+    requests_per_minute: int = Field(default=600, ge=1, le=1_000_000)
+    """Per API key; past it a request gets 429 with Retry-After."""
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        return parse_listen(self.listen) if self.listen is not None else None
+
+
 class LoggingConfig(StrictModel):
     format: Literal["text", "json"] = "text"
     """``json``: one JSON object per line, with the structured fields as keys."""
@@ -540,6 +556,7 @@ class RelayConfig(StrictModel):
     metrics: MetricsConfig = MetricsConfig()
     logging: LoggingConfig = LoggingConfig()
     campaigns: CampaignsConfig = CampaignsConfig()
+    api: ApiConfig = ApiConfig()
 
     def with_unsubscribe_url(self, url: str) -> RelayConfig:
         """This config with the unsubscribe links leading to ``url`` (where the

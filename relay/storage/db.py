@@ -43,7 +43,7 @@ from relay.storage import models
 
 log = logging.getLogger("relay.db")
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 MIGRATIONS: dict[int, list[str]] = {
     2: ["ALTER TABLE rule_hit ADD COLUMN location VARCHAR NOT NULL DEFAULT ''"],
@@ -56,6 +56,7 @@ MIGRATIONS: dict[int, list[str]] = {
         "CREATE INDEX IF NOT EXISTS ix_message_about_message_id ON message (about_message_id)"
     ],
     6: [],  # brand campaigns: new tables only, which create_all makes
+    7: [],  # the HTTP API's keys: a new table
 }
 """Version → the statements that bring the previous version to it."""
 

@@ -33,6 +33,14 @@ class DirectoryError(Exception):
     """An administrative request that cannot be carried out (unknown id, duplicate...)."""
 
 
+class NotFound(DirectoryError):
+    """What the request names does not exist (an HTTP API's 404)."""
+
+
+class Conflict(DirectoryError):
+    """It exists already, or belongs to someone else (an HTTP API's 409)."""
+
+
 # --- sellers ----------------------------------------------------------------
 
 
@@ -69,19 +77,19 @@ def add_seller(session: Session, *, name: str, emails: Sequence[str]) -> Seller:
 
 def _claim_seller_address(session: Session, seller_id: int, email: str, *, primary: bool) -> None:
     if session.exec(select(Buyer).where(Buyer.email == email)).first() is not None:
-        raise DirectoryError(f"{email} is a buyer's address and cannot be a seller address")
+        raise Conflict(f"{email} is a buyer's address and cannot be a seller address")
     existing = session.exec(select(SellerAddress).where(SellerAddress.email == email)).first()
     if existing is not None:
         if existing.seller_id == seller_id:
             return
-        raise DirectoryError(f"{email} is already an address of seller {existing.seller_id}")
+        raise Conflict(f"{email} is already an address of seller {existing.seller_id}")
     session.add(SellerAddress(seller_id=seller_id, email=email, is_primary=primary))
 
 
 def get_seller(session: Session, seller_id: int) -> Seller:
     seller = session.get(Seller, seller_id)
     if seller is None:
-        raise DirectoryError(f"no seller with id {seller_id}")
+        raise NotFound(f"no seller with id {seller_id}")
     return seller
 
 
@@ -139,7 +147,7 @@ def find_buyer(session: Session, email: str) -> Buyer | None:
 def set_opt_out(session: Session, email: str, opted_out: bool) -> Buyer:
     buyer = find_buyer(session, email)
     if buyer is None:
-        raise DirectoryError(f"no buyer with address {email}")
+        raise NotFound(f"no buyer with address {email}")
     buyer.opted_out = opted_out
     session.add(buyer)
     session.flush()
@@ -178,7 +186,7 @@ def add_order(
     get_seller(session, seller_id)
     email = normalize_email(buyer_email)
     if session.exec(select(SellerAddress).where(SellerAddress.email == email)).first():
-        raise DirectoryError(f"{email} is a seller address and cannot be a buyer")
+        raise Conflict(f"{email} is a seller address and cannot be a buyer")
     buyer = find_buyer(session, email)
     if buyer is None:
         buyer = Buyer(email=email, name=buyer_name or "")
@@ -191,15 +199,27 @@ def add_order(
     conv = ensure_conversation(session, buyer.id, seller_id)
     assert conv.id is not None
     if session.get(Order, order_id) is not None:
-        raise DirectoryError(f"order {order_id} already exists")
+        raise Conflict(f"order {order_id} already exists")
     cats = " ".join(sorted({c.strip().lower() for c in categories if c.strip()}))
     order = Order(id=order_id, conversation_id=conv.id, categories=cats)
     session.add(order)
     try:
         session.flush()
     except IntegrityError:
-        raise DirectoryError(f"order {order_id} already exists") from None
+        raise Conflict(f"order {order_id} already exists") from None
     return order, conv
+
+
+def find_order(session: Session, order_id: str) -> tuple[Order, Conversation, Buyer] | None:
+    """An order with its conversation and buyer, or None."""
+    order = session.get(Order, order_id.strip())
+    if order is None:
+        return None
+    conv = session.get(Conversation, order.conversation_id)
+    assert conv is not None
+    buyer = session.get(Buyer, conv.buyer_id)
+    assert buyer is not None
+    return order, conv, buyer
 
 
 def recent_messages(

@@ -201,6 +201,21 @@ class ResponseMark(SQLModel, table=True):
     at: datetime = Field(default_factory=utcnow)
 
 
+class ApiKey(SQLModel, table=True):
+    """A key of the HTTP API.  Only the SHA-256 of the key is kept: the key is
+    shown once, when it is made, and a stolen database holds no usable key (the
+    keys are 256 random bits, so a plain hash is not open to guessing)."""
+
+    __tablename__ = "api_key"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = ""
+    scope: str
+    """``admin``, ``seller:ID`` or ``brand:ID`` (``relay.api.scopes``)."""
+    key_hash: str = Field(unique=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    revoked_at: datetime | None = None
+
+
 class SchemaVersion(SQLModel, table=True):
     __tablename__ = "schema_version"
     id: int = Field(default=1, primary_key=True)
@@ -208,6 +223,7 @@ class SchemaVersion(SQLModel, table=True):
 
 
 __all__ = [
+    "ApiKey",
     "Buyer",
     "Conversation",
     "Delivery",

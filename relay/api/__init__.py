@@ -1,0 +1,13 @@
+"""The marketplace's HTTP API (README, "The HTTP API"), under ``/api/v1/``.
+
+- ``app``: the FastAPI application, its body limit and its routes;
+- ``server``: uvicorn in a thread of its own, for ``relay serve`` and ``relay api``;
+- ``auth``, ``keys``, ``scopes``: API keys (only their hashes are kept), what a
+  key's scope may see, the per-key rate limit;
+- ``problems``: every error as ``application/problem+json`` (RFC 9457);
+- ``directory``: sellers, orders, buyers' opt-outs, conversations, through the
+  same functions as the CLI.
+
+May import: ``relay.core``, ``relay.storage``, ``relay.message``, ``relay.filters``,
+``relay.delivery``, ``relay.campaigns``, ``relay.pipeline``, ``relay.ops``.
+"""

@@ -1,0 +1,61 @@
+"""Serving the API: uvicorn, in a thread of its own with its own event loop.
+
+``relay serve`` starts one beside SMTP (under ``--workers N`` the supervisor
+does, once), and ``relay api`` runs one alone for operators who scale the API
+apart from the mail.  In its own thread the API's requests never wait for, or
+delay, the SMTP event loop; its routes' database work runs in the framework's
+thread pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+
+import uvicorn
+
+from relay.api.app import create_app
+from relay.core.config import RelayConfig
+from relay.storage.db import Database
+
+log = logging.getLogger("relay.api")
+
+
+class ApiServer:
+    def __init__(self, config: RelayConfig, db: Database, host: str, port: int) -> None:
+        self.db = db
+        self.sock = socket.create_server((host, port), reuse_port=False)
+        """Bound at once, so that a taken port is an error of ``start``'s caller."""
+        self.host, self.port = self.sock.getsockname()[:2]
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(config, db),
+                log_config=None,
+                access_log=False,
+                lifespan="off",
+                timeout_keep_alive=5,
+                limit_concurrency=200,
+                h11_max_incomplete_event_size=16 * 1024,
+            )
+        )
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="relay-api", daemon=True)
+        self._thread.start()
+        log.info("HTTP API on %s/api/v1/", self.base_url)
+
+    def _run(self) -> None:
+        asyncio.run(self.server.serve(sockets=[self.sock]))
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.sock.close()
