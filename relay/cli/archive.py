@@ -226,19 +226,6 @@ def queue_group() -> None:
     """The outbound queue."""
 
 
-def _delivery_json(d: Any) -> dict[str, Any]:
-    return {
-        "id": d.id,
-        "message_id": d.message_id,
-        "recipient": d.recipient,
-        "envelope_from": d.envelope_from,
-        "status": d.status.value,
-        "attempts": d.attempts,
-        "next_attempt_at": archive_mod.iso(d.next_attempt_at),
-        "last_reply": d.last_reply,
-    }
-
-
 @queue_group.command("list")
 @common
 @click.option("--all", "include_done", is_flag=True, help="Include finished deliveries.")
@@ -248,7 +235,9 @@ def queue_list(ctx: Context, include_done: bool) -> None:
     """Deliveries waiting in the outbound queue."""
     db = ctx.database()
     rows = db.call(
-        lambda s: [_delivery_json(d) for d in spool.list_queue(s, include_done=include_done)]
+        lambda s: [
+            archive_mod.delivery_json(d) for d in spool.list_queue(s, include_done=include_done)
+        ]
     )
     pending = DeliveryStatus.PENDING.value  # a finished delivery has no next attempt
     emit(
@@ -279,7 +268,7 @@ def queue_retry(ctx: Context, delivery_id: int) -> None:
             raise CliError(f"no delivery with id {delivery_id}")
         if d.status is DeliveryStatus.DELIVERED:
             raise CliError(f"delivery {delivery_id} was delivered; nothing to retry")
-        return _delivery_json(d)
+        return archive_mod.delivery_json(d)
 
     data = db.call(run)
     emit(ctx, data, [f"delivery {data['id']}: {data['status']}, due now"])

@@ -118,9 +118,16 @@ def create_notice(
 
 def party_map(session: Session, about: Message, domain: str) -> AddressMap:
     """Tokens for both parties of ``about``'s conversation (for sanitizing text)."""
-    if about.conversation_id is None:
+    return conversation_party_map(session, about.conversation_id, domain)
+
+
+def conversation_party_map(
+    session: Session, conversation_id: int | None, domain: str
+) -> AddressMap:
+    """Tokens for both parties of a conversation: real address → token address."""
+    if conversation_id is None:
         return AddressMap({})
-    conv = session.get(Conversation, about.conversation_id)
+    conv = session.get(Conversation, conversation_id)
     if conv is None:
         return AddressMap({})
     buyer = session.get(Buyer, conv.buyer_id)

@@ -96,7 +96,7 @@ from sqlalchemy.sql.expression import FromClause, FunctionElement
 from sqlmodel import Session, SQLModel
 
 from relay.core.clock import as_utc
-from relay.storage.directory import DirectoryError
+from relay.storage.directory import DirectoryError, NotFound
 from relay.storage.models import Conversation, Direction, MessageStatus, ResponseMark, utcnow
 
 DAY_SECONDS = 24 * 3600
@@ -392,7 +392,7 @@ def response_stats(
     ``now`` times the open clocks (pass ``clock.now()``); ``since`` keeps the
     buyer messages created at or after it.  Sellers without buyer messages are
     left out, except the one asked for with ``seller_id``, which gets zeros; an
-    unknown ``seller_id`` raises DirectoryError.
+    unknown ``seller_id`` raises NotFound (a DirectoryError).
     """
     rows = (
         session.connection()
@@ -400,7 +400,7 @@ def response_stats(
         .all()
     )
     if seller_id is not None and not rows:
-        raise DirectoryError(f"no seller with id {seller_id}")
+        raise NotFound(f"no seller with id {seller_id}")
     return [_figures(row) for row in rows]
 
 

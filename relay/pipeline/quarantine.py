@@ -94,9 +94,7 @@ def _holding_rule(session: Session, message_id: int) -> str:
 def _quarantined(session: Session, message_id: int) -> Message:
     message = session.get(Message, message_id, with_for_update=True)
     if message is None:
-        raise directory.DirectoryError(f"no message with id {message_id}")
+        raise directory.NotFound(f"no message with id {message_id}")
     if message.status is not MessageStatus.QUARANTINED:
-        raise directory.DirectoryError(
-            f"message {message_id} is {message.status.value}, not quarantined"
-        )
+        raise directory.Conflict(f"message {message_id} is {message.status.value}, not quarantined")
     return message

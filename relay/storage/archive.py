@@ -20,7 +20,14 @@ from sqlmodel import Session, col, func, select
 from relay.core import metrics
 from relay.core.clock import as_utc
 from relay.core.durable import write_file
-from relay.storage.models import Delivery, DeliveryAttempt, Message, RuleHit, utcnow
+from relay.storage.models import (
+    Conversation,
+    Delivery,
+    DeliveryAttempt,
+    Message,
+    RuleHit,
+    utcnow,
+)
 
 
 class ArchiveError(Exception):
@@ -99,13 +106,40 @@ def list_messages(
     *,
     conversation_id: int | None = None,
     status: str | None = None,
+    direction: str | None = None,
+    seller_id: int | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    rule_id: str | None = None,
+    before_id: int | None = None,
     limit: int = 100,
 ) -> list[MessageSummary]:
+    """Messages newest first (by id), with their rule hits.
+
+    ``seller_id`` keeps that seller's conversations; ``since`` and ``until``
+    bound ``created_at`` (``since <= created_at < until``); ``rule_id`` keeps
+    messages the rule hit; ``before_id`` keeps ids below it, so that a listing
+    walked page by page (the API's cursor) is not shifted by new messages.
+    """
     query = select(Message).order_by(col(Message.id).desc()).limit(limit)
     if conversation_id is not None:
         query = query.where(Message.conversation_id == conversation_id)
     if status is not None:
         query = query.where(Message.status == status)
+    if direction is not None:
+        query = query.where(Message.direction == direction)
+    if seller_id is not None:
+        mine = select(Conversation.id).where(Conversation.seller_id == seller_id)
+        query = query.where(col(Message.conversation_id).in_(mine))
+    if since is not None:
+        query = query.where(Message.created_at >= since)
+    if until is not None:
+        query = query.where(Message.created_at < until)
+    if rule_id is not None:
+        hit_by = select(RuleHit.message_id).where(RuleHit.rule_id == rule_id)
+        query = query.where(col(Message.id).in_(hit_by))
+    if before_id is not None:
+        query = query.where(col(Message.id) < before_id)
     messages = list(session.exec(query).all())
     ids = [m.id for m in messages]
     hits: dict[int, list[RuleHit]] = {}
@@ -133,22 +167,28 @@ def message_detail(session: Session, message_id: int) -> dict[str, Any] | None:
             .where(DeliveryAttempt.delivery_id == d.id)
             .order_by(col(DeliveryAttempt.id))
         ).all()
-        deliveries.append(
-            {
-                "id": d.id,
-                "recipient": d.recipient,
-                "envelope_from": d.envelope_from,
-                "status": d.status.value,
-                "attempts": d.attempts,
-                "next_attempt_at": iso(d.next_attempt_at),
-                "last_reply": d.last_reply,
-                "history": [
-                    {"at": iso(a.at), "outcome": a.outcome, "reply": a.reply} for a in attempts
-                ],
-            }
-        )
+        row = delivery_json(d)
+        del row["message_id"]
+        row["history"] = [
+            {"at": iso(a.at), "outcome": a.outcome, "reply": a.reply} for a in attempts
+        ]
+        deliveries.append(row)
     detail["deliveries"] = deliveries
     return detail
+
+
+def delivery_json(d: Delivery) -> dict[str, Any]:
+    """One delivery as ``relay queue list --json`` prints it."""
+    return {
+        "id": d.id,
+        "message_id": d.message_id,
+        "recipient": d.recipient,
+        "envelope_from": d.envelope_from,
+        "status": d.status.value,
+        "attempts": d.attempts,
+        "next_attempt_at": iso(d.next_attempt_at),
+        "last_reply": d.last_reply,
+    }
 
 
 def iso(value: datetime | None) -> str | None:
