@@ -6,7 +6,10 @@
   key's scope may see, the per-key rate limit;
 - ``problems``: every error as ``application/problem+json`` (RFC 9457);
 - ``directory``: sellers, orders, buyers' opt-outs, conversations, through the
-  same functions as the CLI.
+  same functions as the CLI;
+- ``archive``: the archive, the quarantine and the outbound queue, as
+  ``relay archive``, ``quarantine`` and ``queue``;
+- ``responses``: sellers' response times, as ``relay responses``.
 
 May import: ``relay.core``, ``relay.storage``, ``relay.message``, ``relay.filters``,
 ``relay.delivery``, ``relay.campaigns``, ``relay.pipeline``, ``relay.ops``.
