@@ -6,7 +6,11 @@
   key's scope may see, the per-key rate limit;
 - ``problems``: every error as ``application/problem+json`` (RFC 9457);
 - ``directory``: sellers, orders, buyers' opt-outs, conversations, through the
-  same functions as the CLI.
+  same functions as the CLI;
+- ``catalog``: brands, their followers and products;
+- ``promotions``: promotions and their moderation, shopping events;
+- ``campaigns``: brand campaigns from draft through review to their report, and
+  the date picker's calendar.
 
 May import: ``relay.core``, ``relay.storage``, ``relay.message``, ``relay.filters``,
 ``relay.delivery``, ``relay.campaigns``, ``relay.pipeline``, ``relay.ops``.

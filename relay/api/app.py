@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from relay.api import directory, problems
+from relay.api import campaigns, catalog, directory, problems, promotions
 from relay.api.auth import Admin, RateLimit
 from relay.api.problems import Kind, Problem
 from relay.core.config import RelayConfig
@@ -82,7 +82,7 @@ def health(request: Request, _scope: Admin) -> dict[str, Any]:
     return check(request.app.state.config, request.app.state.db).as_dict()
 
 
-ROUTERS = (directory.router, ops)
+ROUTERS = (directory.router, catalog.router, promotions.router, campaigns.router, ops)
 """Every router of the API, mounted under ``PREFIX``."""
 
 
