@@ -484,3 +484,46 @@ async def test_bad_input_is_refused_with_its_problem(
         headers={**bearer(admin), "Content-Type": "application/json"},
     )
     problem(broken, 400, "malformed-request")
+
+
+async def test_an_edit_changes_only_what_it_sends(
+    relay: Relay, api: httpx.AsyncClient, cfg_file: Path
+) -> None:
+    admin = await asyncio.to_thread(key, cfg_file, "admin")
+    brand_id, product_id, brand = await brand_world(api, cfg_file, admin, "Saigon Silk")
+    h = bearer(brand)
+    promo = {
+        "product_id": product_id,
+        "kind": "amount_off",
+        "discount": "50000",
+        "starts_at": str(clock.now().date()),
+        "ends_at": str(clock.now().date() + timedelta(days=30)),
+    }
+    problem(
+        await api.post(
+            f"/brands/{brand_id}/promotions", json={**promo, "approved": True}, headers=h
+        ),
+        403,
+        "forbidden",
+    )
+    made = await ok(
+        api.post(
+            f"/brands/{brand_id}/promotions",
+            json={**promo, "approved": True},
+            headers=bearer(admin),
+        ),
+        201,
+    )
+    assert made["status"] == "approved" and made["discount"] == "50000"
+    start = clock.now().date() + timedelta(days=6)
+    body = draft(brand_id, product_id, start, promotion_id=made["promotion_id"])
+    created = await ok(api.post("/campaigns", json=body, headers=h), 201)
+    path = f"/campaigns/{created['campaign_id']}"
+    kept = await ok(api.patch(path, json={"content": "Silk, woven by hand."}, headers=h))
+    assert kept["promotion_id"] == made["promotion_id"] and kept["subject"] == "New this week"
+    assert kept["content"] == "Silk, woven by hand."
+    cleared = await ok(api.patch(path, json={"promotion_id": None}, headers=h))
+    assert cleared["promotion_id"] is None and cleared["content"] == "Silk, woven by hand."
+    await ok(api.post(f"{path}/submit", headers=h))
+    back = await ok(api.patch(path, json={"subject": "Silk week"}, headers=h))
+    assert back["status"] == "draft"  # a campaign in review goes back to draft
