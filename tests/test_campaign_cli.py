@@ -38,7 +38,7 @@ def campaign_config(tmp_path: Path, database_url: str) -> tuple[Path, int, int, 
     smtp_port, sink_port, http_port = free_port(), free_port(), free_port()
     config = write_config(tmp_path, smtp_port=smtp_port, sink_port=sink_port, url=database_url)
     text = config.read_text(encoding="utf-8").replace(
-        'listen: "127.0.0.1:0"', f'listen: "127.0.0.1:{http_port}"'
+        'unsubscribe: {listen: "127.0.0.1:0"}', f'unsubscribe: {{listen: "127.0.0.1:{http_port}"}}'
     )
     config.write_text(text, encoding="utf-8")
     return config, smtp_port, sink_port, http_port
