@@ -185,6 +185,7 @@ delivery:
 filters: {{rules: filters.yaml}}
 dkim: {{private_key: "{dkim_key}"}}
 campaigns: {{unsubscribe: {{listen: "127.0.0.1:0"}}}}
+api: {{listen: "127.0.0.1:0"}}
 """,
         encoding="utf-8",
     )
