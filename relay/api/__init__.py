@@ -9,7 +9,11 @@
   same functions as the CLI;
 - ``archive``: the archive, the quarantine and the outbound queue, as
   ``relay archive``, ``quarantine`` and ``queue``;
-- ``responses``: sellers' response times, as ``relay responses``.
+- ``responses``: sellers' response times, as ``relay responses``;
+- ``catalog``: brands, their followers and products;
+- ``promotions``: promotions and their moderation, shopping events;
+- ``campaigns``: brand campaigns from draft through review to their report, and
+  the date picker's calendar.
 
 May import: ``relay.core``, ``relay.storage``, ``relay.message``, ``relay.filters``,
 ``relay.delivery``, ``relay.campaigns``, ``relay.pipeline``, ``relay.ops``.

@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from relay.api import archive, directory, problems, responses
+from relay.api import archive, campaigns, catalog, directory, problems, promotions, responses
 from relay.api.auth import Admin, RateLimit
 from relay.api.problems import Kind, Problem
 from relay.core.config import RelayConfig
@@ -82,7 +82,15 @@ def health(request: Request, _scope: Admin) -> dict[str, Any]:
     return check(request.app.state.config, request.app.state.db).as_dict()
 
 
-ROUTERS = (directory.router, archive.router, responses.router, ops)
+ROUTERS = (
+    directory.router,
+    archive.router,
+    responses.router,
+    catalog.router,
+    promotions.router,
+    campaigns.router,
+    ops,
+)
 """Every router of the API, mounted under ``PREFIX``."""
 
 
