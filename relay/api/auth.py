@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import math
 import threading
-import time
-from collections import deque
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
@@ -19,28 +17,24 @@ from fastapi import Depends, Header, Request
 from relay.api import keys
 from relay.api.problems import Kind, Problem
 from relay.api.scopes import Scope
+from relay.core.window import SlidingWindow
 from relay.storage.db import Database
 
 
 class RateLimit:
-    """At most ``per_minute`` requests per key in any 60 seconds (a sliding window)."""
+    """At most ``per_minute`` requests per key in any 60 seconds."""
 
     def __init__(self, per_minute: int) -> None:
         self.per_minute = per_minute
-        self._seen: dict[int, deque[float]] = {}
-        self._lock = threading.Lock()
+        self._window = SlidingWindow(per_minute, 60.0)
+        self._lock = threading.Lock()  # routes run in the framework's thread pool
 
-    def wait(self, key_id: int, now: float | None = None) -> float:
+    def wait(self, key_id: int) -> float:
         """0 when the request may go ahead (and counts it), else the seconds to wait."""
-        now = time.monotonic() if now is None else now
         with self._lock:
-            seen = self._seen.setdefault(key_id, deque())
-            while seen and seen[0] <= now - 60:
-                seen.popleft()
-            if len(seen) >= self.per_minute:
-                return seen[0] + 60 - now
-            seen.append(now)
-            return 0.0
+            if self._window.record(str(key_id)):
+                return 0.0
+            return self._window.wait(str(key_id))
 
 
 def caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> Scope:

@@ -10,6 +10,7 @@
 - ``refusals``: why a recipient or a message is refused, in no protocol's words;
 - ``durable``: write, fsync, rename, fsync (archive copies, Maildir files, keys);
 - ``metrics``: the Prometheus metrics every layer counts into;
+- ``window``: the sliding window behind the in-memory rate limits;
 - ``tls``: STARTTLS contexts, both directions;
 - ``httpserver``: the small bounded HTTP server (asyncio + h11);
 - ``pidfile``: the locked pid file that ``relay reload`` finds ``relay serve`` by.
