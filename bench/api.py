@@ -19,7 +19,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,25 +33,9 @@ import sqlalchemy
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 RELAY = Path(sys.executable).with_name("relay")
+sys.path.insert(0, str(BENCH))
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def database_url(kind: str, workdir: Path, run: int) -> tuple[str, Any]:
-    if kind == "sqlite":
-        return f"sqlite:///{workdir / 'relay.db'}", None
-    import psycopg
-
-    name = f"relay_bench_api_{run}"
-    admin = psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True)
-    admin.execute(f"DROP DATABASE IF EXISTS {name}")
-    admin.execute(f"CREATE DATABASE {name}")
-    return f"postgresql+psycopg://postgres@127.0.0.1/{name}", (admin, name)
+from fresh import free_port, fresh_database  # noqa: E402
 
 
 def relay(config: Path, *args: str) -> Any:
@@ -169,15 +152,11 @@ def main() -> None:
     args = parser.parse_args()
     results = []
     for run in range(args.runs):
-        with tempfile.TemporaryDirectory(prefix="relay-bench-api-") as tmp:
-            url, cleanup = database_url(args.database, Path(tmp), run)
-            try:
-                result = one_run(url, Path(tmp), args.orders, args.clients, args.sellers)
-            finally:
-                if cleanup is not None:
-                    admin, name = cleanup
-                    admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-                    admin.close()
+        with (
+            tempfile.TemporaryDirectory(prefix="relay-bench-api-") as tmp,
+            fresh_database(args.database, Path(tmp), f"relay_bench_api_{run}") as url,
+        ):
+            result = one_run(url, Path(tmp), args.orders, args.clients, args.sellers)
         results.append(result)
         print(
             f"run {run + 1}: {result['per_second']:.0f} orders/s, p50 {result['p50_ms']:.1f} ms,"

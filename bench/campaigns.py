@@ -28,7 +28,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from fresh import fresh_database  # noqa: E402
 from sqlalchemy import insert  # noqa: E402
 from sqlmodel import Session, select  # noqa: E402
 
@@ -143,18 +145,6 @@ async def one_run(url: str, workdir: Path, followers: int) -> dict[str, Any]:
     }
 
 
-def database_url(kind: str, workdir: Path, run: int) -> tuple[str, Any]:
-    if kind == "sqlite":
-        return f"sqlite:///{workdir / 'relay.db'}", None
-    import psycopg
-
-    name = f"relay_bench_campaigns_{run}"
-    admin = psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True)
-    admin.execute(f"DROP DATABASE IF EXISTS {name}")
-    admin.execute(f"CREATE DATABASE {name}")
-    return f"postgresql+psycopg://postgres@127.0.0.1/{name}", (admin, name)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--followers", type=int, default=5000)
@@ -163,15 +153,11 @@ def main() -> None:
     args = parser.parse_args()
     results = []
     for run in range(args.runs):
-        with tempfile.TemporaryDirectory(prefix="relay-bench-campaigns-") as tmp:
-            url, cleanup = database_url(args.database, Path(tmp), run)
-            try:
-                result = asyncio.run(one_run(url, Path(tmp), args.followers))
-            finally:
-                if cleanup is not None:
-                    admin, name = cleanup
-                    admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-                    admin.close()
+        with (
+            tempfile.TemporaryDirectory(prefix="relay-bench-campaigns-") as tmp,
+            fresh_database(args.database, Path(tmp), f"relay_bench_campaigns_{run}") as url,
+        ):
+            result = asyncio.run(one_run(url, Path(tmp), args.followers))
         results.append(result)
         print(
             f"run {run + 1}: {result['per_second']:.0f} messages/s queued,"
