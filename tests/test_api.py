@@ -427,3 +427,19 @@ async def test_relay_api_serves_alone_and_serve_workers_serves_it_once(
             "/sellers", json={"name": "Crafts", "emails": [SHOP]}, headers=bearer(admin)
         )
         assert made.status_code == 201, made.text
+
+
+@pytest.mark.sqlite_only("a listener's address family, the same on both databases")
+async def test_the_api_listens_on_ipv6_loopback(relay: Relay, config: RelayConfig) -> None:
+    from relay.api.server import ApiServer
+    from relay.core.config import parse_listen
+
+    server = ApiServer(config, relay.db, *parse_listen("[::1]:0"))
+    server.start()
+    try:
+        assert server.base_url.startswith("http://[::1]:")
+        async with httpx.AsyncClient(base_url=server.base_url) as client:
+            doc = await client.get("/api/v1/openapi.json")
+        assert doc.status_code == 200
+    finally:
+        await asyncio.to_thread(server.stop)

@@ -26,7 +26,8 @@ log = logging.getLogger("relay.api")
 class ApiServer:
     def __init__(self, config: RelayConfig, db: Database, host: str, port: int) -> None:
         self.db = db
-        self.sock = socket.create_server((host, port), reuse_port=False)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.create_server((host, port), family=family)
         """Bound at once, so that a taken port is an error of ``start``'s caller."""
         self.host, self.port = self.sock.getsockname()[:2]
         self.server = uvicorn.Server(
@@ -44,7 +45,8 @@ class ApiServer:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="relay-api", daemon=True)
