@@ -33,8 +33,8 @@ from sqlmodel import Session
 
 from relay.api.auth import Admin, Caller
 from relay.api.problems import Kind, Problem
-from relay.api.scopes import Role, Scope
 from relay.core.config import RelayConfig
+from relay.core.scopes import Role, Scope
 from relay.delivery import notices, spool
 from relay.filters import load_rules
 from relay.message.tokenizer import AddressMap

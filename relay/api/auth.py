@@ -16,7 +16,7 @@ from fastapi import Depends, Header, Request
 
 from relay.api import keys
 from relay.api.problems import Kind, Problem
-from relay.api.scopes import Scope
+from relay.core.scopes import Scope
 from relay.core.window import SlidingWindow
 from relay.storage.db import Database
 

@@ -26,10 +26,10 @@ from relay.api.auth import Admin, Caller
 from relay.api.catalog import AsText, IsoDate, brands_role, db, visible_brand, visible_promotion
 from relay.api.directory import Body
 from relay.api.problems import Kind, Problem
-from relay.api.scopes import Scope
 from relay.campaigns import calendar, lifecycle, report
 from relay.campaigns.models import Campaign, CampaignKind, CampaignStatus
 from relay.core import clock
+from relay.core.scopes import Scope
 from relay.storage.directory import NotFound
 
 router = APIRouter(tags=["campaigns"])

@@ -23,7 +23,6 @@ from sqlmodel import Session, col, select
 from relay.api.auth import Admin, Caller
 from relay.api.directory import Body, Email, Name
 from relay.api.problems import Kind, Problem
-from relay.api.scopes import Role, Scope
 from relay.campaigns import catalog
 from relay.campaigns.models import (
     Brand,
@@ -31,6 +30,7 @@ from relay.campaigns.models import (
     Promotion,
 )
 from relay.core import clock
+from relay.core.scopes import Role, Scope
 from relay.storage.db import Database
 from relay.storage.directory import NotFound
 

@@ -18,7 +18,7 @@ from sqlmodel import Session
 
 from relay.api.auth import Admin, Caller
 from relay.api.problems import Kind, Problem
-from relay.api.scopes import Scope
+from relay.core.scopes import Scope
 from relay.ops import response_times
 from relay.storage import directory
 from relay.storage.db import Database

@@ -14,7 +14,7 @@ from datetime import datetime
 
 from sqlmodel import Session, col, select
 
-from relay.api.scopes import Scope
+from relay.core.scopes import Scope
 from relay.storage.directory import NotFound, checked_name
 from relay.storage.models import ApiKey, utcnow
 

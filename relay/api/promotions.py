@@ -29,10 +29,10 @@ from relay.api.catalog import (
 )
 from relay.api.directory import Body, Name
 from relay.api.problems import Kind, Problem
-from relay.api.scopes import Scope
 from relay.campaigns import catalog
 from relay.campaigns.models import Product, Promotion, PromotionKind, PromotionStatus, ShoppingEvent
 from relay.core import clock
+from relay.core.scopes import Scope
 from relay.storage.directory import NotFound
 
 router = APIRouter(tags=["campaigns"])

@@ -16,8 +16,8 @@ from pydantic import BaseModel
 from relay.api.archive import date_param
 from relay.api.auth import Caller
 from relay.api.problems import Kind, Problem
-from relay.api.scopes import Role
 from relay.core import clock
+from relay.core.scopes import Role
 from relay.ops import response_times
 from relay.storage.db import Database
 

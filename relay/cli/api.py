@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 import click
 
 from relay.api import keys
-from relay.api.scopes import Scope, ScopeError
 from relay.cli.base import ID, NAME, CliError, Context, common, emit, handled, main, pass_ctx, write
 from relay.core import logs
+from relay.core.scopes import Scope, ScopeError
 
 if TYPE_CHECKING:
     _ScopeBase = click.ParamType[Scope]

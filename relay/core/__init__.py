@@ -13,7 +13,9 @@
 - ``window``: the sliding window behind the in-memory rate limits;
 - ``tls``: STARTTLS contexts, both directions;
 - ``httpserver``: the small bounded HTTP server (asyncio + h11);
-- ``pidfile``: the locked pid file that ``relay reload`` finds ``relay serve`` by.
+- ``pidfile``: the locked pid file that ``relay reload`` finds ``relay serve`` by;
+- ``scopes``: what an API key may see (``admin``, ``seller:ID``, ``brand:ID``),
+  which the API and the webhooks' fan-out both ask.
 
 May import: nothing else of ``relay``.
 """
