@@ -34,6 +34,7 @@ from relay.ops.retention import PurgeTask
 from relay.pipeline.accept import Pipeline
 from relay.storage.archive import Archive
 from relay.storage.db import Database
+from relay.webhooks.sender import WebhookSender
 
 log = logging.getLogger("relay.app")
 
@@ -67,6 +68,9 @@ class Relay:
         """Serve the HTTP API on ``api.listen`` (under ``--workers N`` the supervisor does)."""
         self.api: ApiServer | None = None
         self.dispatcher: Dispatcher | None = None
+        self.webhooks: WebhookSender | None = None
+        """Sends webhook events (``webhooks.dispatch``): every relay process runs one."""
+        self._webhook_task: asyncio.Task[None] | None = None
         self._dispatch_task: asyncio.Task[None] | None = None
         self.db = Database(config.database)
         self.archive = Archive(config.archive.path)
@@ -134,6 +138,9 @@ class Relay:
         )
         self._worker_task = asyncio.create_task(self.worker.run())
         await self._start_campaigns(self.worker)
+        if self.config.webhooks.dispatch:
+            self.webhooks = WebhookSender(self.config.webhooks, self.db)
+            self._webhook_task = asyncio.create_task(self.webhooks.run())
         self.handler = handler = InboundHandler(
             self.pipeline, self.db, on_accepted=self.worker.wake
         )
@@ -208,6 +215,10 @@ class Relay:
             self.dispatcher.stop()
         if self._dispatch_task is not None:
             await self._dispatch_task  # a pass in progress finishes its batch first
+        if self.webhooks is not None:
+            self.webhooks.stop()
+        if self._webhook_task is not None:
+            await self._webhook_task  # attempts in flight finish and are recorded
         if self.unsubscribe is not None:
             await asyncio.to_thread(self.unsubscribe.stop)
         if self.api is not None:

@@ -49,6 +49,7 @@ from relay.core.config import (
     SmarthostConfig,
     SmtpConfig,
     UnsubscribeConfig,
+    WebhooksConfig,
     load_config,
 )
 from relay.delivery import spool
@@ -251,6 +252,14 @@ def make_config(
         # Port 0: tests run side by side, and a developer's relay may hold 8025.
         campaigns=CampaignsConfig(unsubscribe=UnsubscribeConfig(listen="127.0.0.1:0")),
         api=ApiConfig(listen="127.0.0.1:0"),
+        webhooks=WebhooksConfig(
+            first_retry=0.3,
+            max_retry_delay=1,
+            poll_interval=0.2,
+            timeout=2,
+            give_up_after=60,
+            late_check_interval=0.3,
+        ),
         limits=LimitsConfig(
             connections_per_ip=100_000,
             messages_per_sender=100_000,
@@ -473,6 +482,7 @@ filters: {{rules: filters.yaml}}
 dkim: {{private_key: state/dkim.key}}
 campaigns: {{unsubscribe: {{listen: "127.0.0.1:0"}}}}
 api: {{listen: "127.0.0.1:0"}}
+webhooks: {{first_retry: 0.3, max_retry_delay: 1, poll_interval: 0.2, timeout: 2}}
 """,
         encoding="utf-8",
     )

@@ -18,6 +18,7 @@ import httpx
 import pytest
 import pytest_asyncio
 from fastapi.routing import APIRoute
+from openapi_spec_validator import validate
 
 from relay.api.app import PREFIX, ROUTERS
 from relay.app import Relay
@@ -348,8 +349,9 @@ async def test_the_openapi_document_lists_every_route(api: httpx.AsyncClient) ->
     }
     documented = {(path, method) for path, ops in doc["paths"].items() for method in ops}
     assert len(routes) >= 9 and routes == documented
-    for path in ("/sellers", "/orders", "/buyers/opt-out", "/buyers/opt-in"):
+    for path in ("/sellers", "/orders", "/buyers/opt-out", "/buyers/opt-in", "/webhooks"):
         assert "post" in doc["paths"][f"{PREFIX}{path}"]
+    validate(doc)  # a valid OpenAPI 3 document, not only a JSON one: raises if not
 
 
 async def test_health_is_for_admins(relay: Relay, api: httpx.AsyncClient, cfg_file: Path) -> None:

@@ -25,7 +25,18 @@ ALLOWED: dict[str, set[str]] = {
     "pipeline": {"core", "storage", "message", "filters", "delivery"},
     "inbound": {"core", "storage", "message", "pipeline"},
     "ops": {"core", "storage", "delivery", "campaigns"},
-    "api": {"core", "storage", "message", "filters", "delivery", "campaigns", "pipeline", "ops"},
+    "webhooks": {"core", "storage", "delivery", "ops"},
+    "api": {
+        "core",
+        "storage",
+        "message",
+        "filters",
+        "delivery",
+        "campaigns",
+        "pipeline",
+        "ops",
+        "webhooks",
+    },
 }
 """Lower layers first.  The top (``app``, ``supervisor``, ``cli``) may import all."""
 

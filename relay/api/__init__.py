@@ -2,8 +2,8 @@
 
 - ``app``: the FastAPI application, its body limit and its routes;
 - ``server``: uvicorn in a thread of its own, for ``relay serve`` and ``relay api``;
-- ``auth``, ``keys``, ``scopes``: API keys (only their hashes are kept), what a
-  key's scope may see, the per-key rate limit;
+- ``auth``, ``keys``: API keys (only their hashes are kept), the per-key rate
+  limit; what a key's scope may see is ``relay.core.scopes``;
 - ``problems``: every error as ``application/problem+json`` (RFC 9457);
 - ``directory``: sellers, orders, buyers' opt-outs, conversations, through the
   same functions as the CLI;
@@ -13,8 +13,10 @@
 - ``catalog``: brands, their followers and products;
 - ``promotions``: promotions and their moderation, shopping events;
 - ``campaigns``: brand campaigns from draft through review to their report, and
-  the date picker's calendar.
+  the date picker's calendar;
+- ``webhooks``: registering the endpoints that events are sent to.
 
 May import: ``relay.core``, ``relay.storage``, ``relay.message``, ``relay.filters``,
-``relay.delivery``, ``relay.campaigns``, ``relay.pipeline``, ``relay.ops``.
+``relay.delivery``, ``relay.campaigns``, ``relay.pipeline``, ``relay.ops``,
+``relay.webhooks``.
 """

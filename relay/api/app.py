@@ -15,7 +15,16 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from relay.api import archive, campaigns, catalog, directory, problems, promotions, responses
+from relay.api import (
+    archive,
+    campaigns,
+    catalog,
+    directory,
+    problems,
+    promotions,
+    responses,
+    webhooks,
+)
 from relay.api.auth import Admin, RateLimit
 from relay.api.problems import Kind, Problem
 from relay.core.config import RelayConfig
@@ -89,6 +98,7 @@ ROUTERS = (
     catalog.router,
     promotions.router,
     campaigns.router,
+    webhooks.router,
     ops,
 )
 """Every router of the API, mounted under ``PREFIX``."""

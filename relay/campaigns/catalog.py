@@ -11,6 +11,7 @@ discount that no longer exists.
 
 from __future__ import annotations
 
+import enum
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import TypeVar
@@ -34,6 +35,7 @@ from relay.core import names
 from relay.core.clock import as_utc
 from relay.storage import directory
 from relay.storage.directory import DirectoryError
+from relay.storage.events import EventType, emit
 from relay.storage.models import Buyer, utcnow
 
 M = TypeVar("M")
@@ -167,6 +169,29 @@ def follow(
     return follower
 
 
+class Via(enum.StrEnum):
+    """How a follower left a brand (``follower.unsubscribed``'s ``via``)."""
+
+    LINK = "link"
+    """The unsubscribe link or header of a campaign message."""
+    ADMIN = "admin"
+    """The marketplace asked (``relay follower remove``, the API)."""
+
+
+def unsubscribed(session: Session, follower: Follower, via: Via) -> None:
+    """The webhook event of a follower who just left, in this transaction."""
+    emit(
+        session,
+        EventType.FOLLOWER_UNSUBSCRIBED,
+        {
+            "follower_id": follower.id,
+            "campaign_id": follower.unsubscribed_campaign_id,
+            "via": via.value,
+        },
+        brand_id=follower.brand_id,
+    )
+
+
 def unfollow(session: Session, brand_id: int, email: str) -> Follower:
     """The follower unsubscribes from the brand's campaigns (an admin's request)."""
     buyer = directory.find_buyer(session, email)
@@ -183,6 +208,7 @@ def unfollow(session: Session, brand_id: int, email: str) -> Follower:
         follower.unsubscribed_at = utcnow()
         session.add(follower)
         session.flush()
+        unsubscribed(session, follower, Via.ADMIN)
     return follower
 
 

@@ -32,6 +32,7 @@ from urllib.parse import parse_qs
 
 from sqlmodel import Session, col, select
 
+from relay.campaigns.catalog import Via, unsubscribed
 from relay.campaigns.models import Brand, CampaignSend, Follower
 from relay.core import metrics
 from relay.core.config import http_base
@@ -79,6 +80,7 @@ def unsubscribe(session: Session, token: str, *, now: datetime | None = None) ->
         follower.unsubscribed_at = now or utcnow()
         follower.unsubscribed_campaign_id = send.campaign_id
         session.add(follower)
+        unsubscribed(session, follower, Via.LINK)
     return brand.name
 
 

@@ -431,6 +431,34 @@ class ApiConfig(StrictModel):
         return parse_listen(self.listen) if self.listen is not None else None
 
 
+class WebhooksConfig(StrictModel):
+    """Sending webhook events (README, "Webhooks")."""
+
+    dispatch: bool = True
+    """Send them from this process (every ``relay serve`` process shares the
+    work through leases; ``relay api`` alone never sends)."""
+    timeout: PositiveSeconds = 10
+    """A receiver that has not answered by then has failed this attempt."""
+    first_retry: Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)] = 10
+    """Seconds from a failed attempt to the next; doubled after each failure."""
+    max_retry_delay: PositiveSeconds = 3600
+    give_up_after: PositiveSeconds = 259_200
+    """From the event on: past this, the delivery is given up and its
+    endpoint marked failing (three days)."""
+    poll_interval: PositiveSeconds = 1
+    """How often the outbox is looked at when nothing is due."""
+    concurrency: Annotated[Int, Field(ge=1, le=256)] = 8
+    """Deliveries in flight at once, per process."""
+    late_check_interval: PositiveSeconds = 60
+    """How often buyer messages are checked for ``response.late``."""
+
+    @model_validator(mode="after")
+    def _order(self) -> Self:
+        if self.first_retry > self.max_retry_delay:
+            raise ValueError("webhooks.first_retry must not exceed webhooks.max_retry_delay")
+        return self
+
+
 class LoggingConfig(StrictModel):
     format: Literal["text", "json"] = "text"
     """``json``: one JSON object per line, with the structured fields as keys."""
@@ -557,6 +585,7 @@ class RelayConfig(StrictModel):
     logging: LoggingConfig = LoggingConfig()
     campaigns: CampaignsConfig = CampaignsConfig()
     api: ApiConfig = ApiConfig()
+    webhooks: WebhooksConfig = WebhooksConfig()
 
     def with_unsubscribe_url(self, url: str) -> RelayConfig:
         """This config with the unsubscribe links leading to ``url`` (where the

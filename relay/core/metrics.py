@@ -75,6 +75,11 @@ CAMPAIGN_UNSUBSCRIBES = Counter(
     "Followers who unsubscribed through a campaign message, by method (one_click, page).",
     ["method"],
 )
+WEBHOOK_ATTEMPTS = Counter(
+    "relay_webhook_attempts",
+    "Webhook delivery attempts, by outcome (delivered, retried, gave_up).",
+    ["outcome"],
+)
 STAGE_SECONDS = Histogram(
     "relay_stage_seconds",
     "Time spent per stage: accept (DATA end to commit), filter, archive (one stored"

@@ -40,6 +40,7 @@ from relay.delivery.listeners import listener_for
 from relay.delivery.notices import create_notice, party_map, sanitize
 from relay.storage.archive import Archive
 from relay.storage.db import insert_row
+from relay.storage.events import EventType, message_event
 from relay.storage.models import (
     Conversation,
     Delivery,
@@ -64,6 +65,10 @@ class Outcome(enum.StrEnum):
     DSN_DELAYED = "dsn_delayed"
     DSN_FAILED = "dsn_failed"
 
+
+CONVERSATION = frozenset({Direction.BUYER_TO_SELLER, Direction.SELLER_TO_BUYER})
+"""Messages between a buyer and a seller: their fate is a webhook event
+(``message.delivered``, ``delivery.failed``); a campaign's is in its report."""
 
 NO_SENDER = frozenset({Direction.CAMPAIGN, Direction.NOTICE})
 """Messages whose failure nobody is told of: a notice is not answered with
@@ -255,21 +260,26 @@ def renew_claims(
 
 
 def release_dead_claims(session: Session) -> int:
-    """Release leases held by processes of this host that no longer exist."""
+    """Release leases on deliveries held by processes of this host that no longer exist."""
+    return release_dead_leases(session, Delivery, col(Delivery.status) == DeliveryStatus.PENDING)
+
+
+def release_dead_leases(
+    session: Session, model: type[Leasable], pending: ColumnElement[bool]
+) -> int:
+    """Release the leases on ``model``'s ``pending`` rows that processes of this
+    host held and that no longer exist (a relay restarted after a SIGKILL takes
+    its work back at once instead of waiting for the leases to run out)."""
     host = socket.gethostname()
     released = 0
-    rows = session.exec(
-        select(Delivery).where(
-            Delivery.status == DeliveryStatus.PENDING, col(Delivery.claimed_by).is_not(None)
-        )
-    ).all()
-    for d in rows:
-        owner_host, _, rest = (d.claimed_by or "").partition(":")
+    rows = session.exec(select(model).where(pending, col(model.claimed_by).is_not(None))).all()
+    for row in rows:
+        owner_host, _, rest = (row.claimed_by or "").partition(":")
         pid = rest.partition(":")[0]
         if owner_host == host and pid.isdigit() and not _alive(int(pid)):
-            d.claimed_by = None
-            d.claimed_until = None
-            session.add(d)
+            row.claimed_by = None
+            row.claimed_until = None
+            session.add(row)
             released += 1
     return released
 
@@ -321,6 +331,8 @@ def record_delivered(session: Session, delivery_id: int, worker: str, reply: str
         listener = listener_for(msg.direction)
         if listener is not None:
             listener.delivered(session, msg)
+        if msg.direction in CONVERSATION:
+            message_event(session, EventType.MESSAGE_DELIVERED, msg, delivery_id=d.id)
 
 
 def backoff(retry: RetryConfig, attempts: int) -> float:
@@ -416,6 +428,8 @@ def _notify_failure(
     listener = listener_for(msg.direction)
     if listener is not None:
         listener.failed(session, msg)
+    if msg.direction in CONVERSATION:
+        message_event(session, EventType.DELIVERY_FAILED, msg, reply=reply[:500])
     if msg.direction in NO_SENDER:
         return
     domain = config.marketplace.domain

@@ -71,7 +71,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -97,6 +97,7 @@ from sqlmodel import Session, SQLModel
 
 from relay.core.clock import as_utc
 from relay.storage.directory import DirectoryError, NotFound
+from relay.storage.events import EventType
 from relay.storage.models import Conversation, Direction, MessageStatus, ResponseMark, utcnow
 
 DAY_SECONDS = 24 * 3600
@@ -519,3 +520,75 @@ __all__ = [
     "response_stats",
     "seconds_between",
 ]
+
+
+# --- late answers: the ``response.late`` webhook event ---------------------------
+
+LATE_HORIZON_SECONDS = 7 * DAY_SECONDS
+"""Buyer messages older than this are not reported late any more: a relay
+started on an old database does not announce its history."""
+
+
+def _unanswered(msg: FromClause) -> ColumnElement[bool]:
+    """No counting reply and no "no response needed" after ``msg`` in its conversation."""
+    message, mark_table = _table("message"), _table("response_mark")
+    r = message.alias()
+    k = mark_table.alias()
+    answered = exists().where(
+        r.c.conversation_id == msg.c.conversation_id,
+        r.c.created_at > msg.c.created_at,
+        _passed(r, Direction.SELLER_TO_BUYER),
+    )
+    marked = exists().where(k.c.conversation_id == msg.c.conversation_id, k.c.at > msg.c.created_at)
+    return and_(~answered, ~marked)
+
+
+@dataclass(frozen=True, slots=True)
+class Overdue:
+    """The first buyer message of a conversation's unanswered ones, waiting over 24 h."""
+
+    message_id: int
+    conversation_id: int
+    seller_id: int
+    received_at: datetime
+
+
+def overdue(session: Session, *, now: datetime | None = None, limit: int = 500) -> list[Overdue]:
+    """Conversations whose oldest unanswered buyer message passed 24 hours
+    (within ``LATE_HORIZON_SECONDS``) and was not reported late yet.
+
+    One report per wait: the clock's group (module docstring) starts at its
+    first message, so later messages of the same wait are not reported again.
+    """
+    now = as_utc(now) if now is not None else utcnow()
+    message, event_table = _table("message"), _table("webhook_event")
+    m = message.alias("m")
+    p = message.alias("p")
+    conv = _table("conversation")
+    created = m.c.created_at.type
+    earlier_waiting = exists().where(
+        p.c.conversation_id == m.c.conversation_id,
+        p.c.created_at < m.c.created_at,
+        _passed(p, Direction.BUYER_TO_SELLER),
+        _unanswered(p),
+    )
+    reported = exists().where(
+        event_table.c.type == EventType.RESPONSE_LATE.value, event_table.c.message_id == m.c.id
+    )
+    query = (
+        select(m.c.id, m.c.conversation_id, conv.c.seller_id, m.c.created_at)
+        .join(conv, conv.c.id == m.c.conversation_id)
+        .where(
+            _passed(m, Direction.BUYER_TO_SELLER),
+            m.c.created_at <= bindparam("due", now - timedelta(seconds=DAY_SECONDS), type_=created),
+            m.c.created_at
+            >= bindparam("horizon", now - timedelta(seconds=LATE_HORIZON_SECONDS), type_=created),
+            _unanswered(m),
+            ~earlier_waiting,
+            ~reported,
+        )
+        .order_by(m.c.id)
+        .limit(limit)
+    )
+    rows = session.connection().execute(query).all()
+    return [Overdue(int(r[0]), int(r[1]), int(r[2]), as_utc(r[3])) for r in rows]

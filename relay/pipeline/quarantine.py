@@ -22,6 +22,7 @@ from relay.pipeline.filtering import role
 from relay.pipeline.verdicts import Deliver, Outcome, RuleRejected
 from relay.storage import directory
 from relay.storage.archive import Archive
+from relay.storage.events import EventType, message_event
 from relay.storage.models import Conversation, Direction, Message, MessageStatus, RuleHit, utcnow
 
 
@@ -58,6 +59,7 @@ def release(
     plan = decide.plan(session, route, parsed, verdict, config=config, archive=archive)
     if isinstance(plan.decision, Deliver):
         plan = replace(plan, decision=replace(plan.decision, released=True))
+        message_event(session, EventType.MESSAGE_RELEASED, message)
     return record.settle(session, message, plan, config=config, archive=archive)
 
 

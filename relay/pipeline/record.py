@@ -23,10 +23,19 @@ from relay.delivery.notices import create_notice
 from relay.filters import Verdict
 from relay.message import threading_ids
 from relay.message.parse import ParsedMail
-from relay.pipeline.verdicts import Deliver, Held, NotDelivered, Outcome, Plan, Report
+from relay.pipeline.verdicts import (
+    Deliver,
+    Held,
+    NotDelivered,
+    Outcome,
+    Plan,
+    Report,
+    RuleRejected,
+)
 from relay.storage.archive import Archive
 from relay.storage.db import insert_row
 from relay.storage.directory import Route
+from relay.storage.events import EventType, message_event
 from relay.storage.models import Conversation, Direction, Message, MessageStatus, RuleHit, utcnow
 
 log = logging.getLogger("relay.pipeline")
@@ -96,6 +105,7 @@ def settle(
         message.status = decision.status
         message.status_reason = decision.status_reason
         session.add(message)
+        message_event(session, EventType.MESSAGE_QUARANTINED, message, rule_id=decision.rule_id)
         log.info(
             "message %s quarantined (%s)",
             message.id,
@@ -120,6 +130,15 @@ def not_delivered(
     message.status_reason = decision.status_reason
     session.add(message)
     session.flush()
+    rejected = decision if isinstance(decision, RuleRejected) else None
+    message_event(
+        session,
+        EventType.MESSAGE_BLOCKED,
+        message,
+        reason=decision.blocked.value if decision.blocked else None,
+        rule_id=rejected.rule_id if rejected else None,
+        by_admin=rejected.by_admin if rejected else False,
+    )
     create_notice(
         session, archive, config, about=message, what="was not delivered", why=decision.why
     )

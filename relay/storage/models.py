@@ -210,10 +210,91 @@ class ApiKey(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     name: str = ""
     scope: str
-    """``admin``, ``seller:ID`` or ``brand:ID`` (``relay.api.scopes``)."""
+    """``admin``, ``seller:ID`` or ``brand:ID`` (``relay.core.scopes``)."""
     key_hash: str = Field(unique=True)
     created_at: datetime = Field(default_factory=utcnow)
     revoked_at: datetime | None = None
+
+
+class WebhookEndpoint(SQLModel, table=True):
+    """A URL the marketplace registered to hear of events (``relay.webhooks``).
+
+    The secret is kept as it is, not hashed: the relay signs every delivery
+    with it (HMAC), so it must be able to read it back."""
+
+    __tablename__ = "webhook_endpoint"
+    id: int | None = Field(default=None, primary_key=True)
+    url: str
+    events: str
+    """The event types it wants, space-separated."""
+    scope: str
+    """The scope of the key that registered it (``admin``, ``seller:ID``,
+    ``brand:ID``): it hears only of what that key may see."""
+    secret: str
+    description: str = ""
+    created_at: datetime = Field(default_factory=utcnow)
+    deleted_at: datetime | None = None
+    failing_since: datetime | None = None
+    """Set when a delivery to it was given up; cleared by the next success."""
+    last_error: str = ""
+    last_success_at: datetime | None = None
+
+
+class WebhookEvent(SQLModel, table=True):
+    """The outbox: one row per change the marketplace may hear of, written in
+    the transaction of the change itself (``relay.storage.events.emit``)."""
+
+    __tablename__ = "webhook_event"
+    __table_args__ = (
+        Index("ix_webhook_event_fanout", "fanned_out", "id"),
+        Index("ix_webhook_event_type_message", "type", "message_id"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    public_id: str = Field(unique=True)
+    """``evt_...``: the ``id`` receivers see, the same on every retry."""
+    type: str
+    data: str
+    """The JSON object of the event's ``data``: ids and tokens, never an address."""
+    conversation_id: int | None = None
+    """Whose it is, for endpoints of a seller's key (via the conversation)."""
+    brand_id: int | None = None
+    """Whose it is, for endpoints of a brand's key."""
+    message_id: int | None = None
+    dedupe_key: str | None = Field(default=None, unique=True)
+    """For events that several relays may find at once (``response.late``)."""
+    fanned_out: bool = False
+    """Whether its deliveries to the subscribed endpoints exist yet."""
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class WebhookDeliveryStatus(enum.StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    """Given up after ``webhooks.give_up_after``."""
+    CANCELLED = "cancelled"
+    """Its endpoint was deleted first."""
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One event to one endpoint, claimed with a lease like a mail delivery."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (
+        Index("ix_webhook_delivery_due", "status", "next_attempt_at"),
+        UniqueConstraint("event_id", "endpoint_id"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    event_id: int = Field(foreign_key="webhook_event.id", index=True)
+    endpoint_id: int = Field(foreign_key="webhook_endpoint.id", index=True)
+    status: WebhookDeliveryStatus = WebhookDeliveryStatus.PENDING
+    attempts: int = 0
+    next_attempt_at: datetime = Field(default_factory=utcnow)
+    last_error: str = ""
+    claimed_by: str | None = None
+    claimed_until: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
 
 
 class SchemaVersion(SQLModel, table=True):
@@ -240,4 +321,8 @@ __all__ = [
     "SchemaVersion",
     "Seller",
     "SellerAddress",
+    "WebhookDelivery",
+    "WebhookDeliveryStatus",
+    "WebhookEndpoint",
+    "WebhookEvent",
 ]
