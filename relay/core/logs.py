@@ -106,3 +106,6 @@ def setup(config: LoggingConfig, *, verbose: bool = False, show_pid: bool = Fals
     root.addHandler(handler)
     root.setLevel(level)
     logging.getLogger("mail.log").setLevel(logging.DEBUG if verbose else logging.WARNING)
+    # httpx logs every request at INFO: one line per webhook event, with its
+    # URL; the relay's own lines say what matters (failures, give-ups).
+    logging.getLogger("httpx").setLevel(logging.DEBUG if verbose else logging.WARNING)
