@@ -33,7 +33,7 @@ from relay.core.clock import as_utc
 from relay.core.config import WebhooksConfig
 from relay.core.scopes import Role, Scope
 from relay.delivery.spool import lease_rows, release_dead_leases
-from relay.ops.response_times import overdue
+from relay.ops.response_times import Overdue
 from relay.storage.events import EventType, emit
 from relay.storage.models import (
     Conversation,
@@ -282,12 +282,13 @@ def release_dead_claims(session: Session) -> int:
     return release_dead_leases(session, WebhookDelivery, col(WebhookDelivery.status) == PENDING)
 
 
-def report_late(session: Session, *, now: datetime | None = None) -> int:
-    """Write a ``response.late`` event for each wait that passed 24 hours and
-    was not reported yet; returns how many were written.  Two relays that find
-    the same wait at once write one event: its key is the message's."""
+def report_late(session: Session, found: Sequence[Overdue]) -> int:
+    """Write a ``response.late`` event for each wait ``overdue`` found (read
+    outside the writer: the query walks a week of messages); returns how many
+    were written.  Two relays that find the same wait write one event: its key
+    is the message's."""
     written = 0
-    for late in overdue(session, now=now):
+    for late in found:
         received = late.received_at.isoformat(timespec="seconds").replace("+00:00", "Z")
         written += emit(
             session,

@@ -29,6 +29,7 @@ import httpx
 from relay.core import metrics
 from relay.core.config import WebhooksConfig
 from relay.delivery.spool import worker_id
+from relay.ops.response_times import overdue
 from relay.storage.db import Database, StorageUnavailable
 from relay.storage.models import utcnow
 from relay.webhooks import outbox
@@ -105,7 +106,8 @@ class WebhookSender:
         now = time.monotonic()
         if now >= self._next_late_check:
             self._next_late_check = now + self.config.late_check_interval
-            late = await self.db.awrite(outbox.report_late)
+            found = await self.db.run(overdue)
+            late = await self.db.awrite(outbox.report_late, found) if found else 0
             if late:
                 log.info("%d buyer messages passed 24 hours unanswered", late)
         if now >= self._next_prune:
