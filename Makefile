@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean browser
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "python3 (3.11 or newer) is required"; exit 1; }
@@ -22,8 +22,15 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/relay serve
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/pytest -q
+
+# The console's tests drive a real Chromium: Debian's, installed when missing.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null \
+	  || { echo "installing chromium and chromium-driver (system packages)"; \
+	       (apt-get update -qq && apt-get install -y -qq chromium chromium-driver) >/dev/null \
+	       || { echo "please install chromium and chromium-driver (Debian: apt-get install chromium chromium-driver)"; exit 1; }; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check relay tests

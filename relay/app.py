@@ -16,7 +16,7 @@ import ssl
 
 from prometheus_client import REGISTRY
 
-from relay import campaigns
+from relay import campaigns, console
 from relay.api.server import ApiServer
 from relay.campaigns.dispatch import Dispatcher
 from relay.campaigns.render import Renderer
@@ -126,7 +126,9 @@ class Relay:
             await asyncio.to_thread(self.endpoint.start)
         api = self.config.api.address
         if self.serve_api and api is not None:
-            self.api = await asyncio.to_thread(ApiServer, self.config, self.db, *api)
+            self.api = await asyncio.to_thread(
+                ApiServer, self.config, self.db, *api, extend=console.install
+            )
             self.api.start()
         signer = await asyncio.to_thread(self.signer)
         self.worker = OutboundWorker(

@@ -37,7 +37,7 @@ from types import FrameType
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from relay import campaigns
+from relay import campaigns, console
 from relay.api.server import ApiServer
 from relay.app import Relay
 from relay.campaigns.unsubscribe import UnsubscribeEndpoint
@@ -175,7 +175,12 @@ class Supervisor:
                 self.config = self.config.with_unsubscribe_url(unsubscribe.base_url)
             api_address = self.config.api.address
             if api_address is not None:  # one API for all workers, as the endpoints
-                api = ApiServer(self.config, Database(self.config.database), *api_address)
+                api = ApiServer(
+                    self.config,
+                    Database(self.config.database),
+                    *api_address,
+                    extend=console.install,
+                )
                 api.start()
             if self.config.metrics.address is not None:
                 self.metrics_dir = Path(tempfile.mkdtemp(prefix="relay-metrics-"))

@@ -30,6 +30,7 @@ from relay.core import clock
 from relay.core.config import DatabaseConfig, LimitsConfig, RelayConfig
 from relay.delivery.dkim_sign import generate_rsa_key
 from relay.storage.db import Database
+from tests.browser import browser, chromium  # noqa: F401  (fixtures of the browser tests)
 from tests.helpers import Parties, Sink, make_config, register, start_sink
 
 BACKENDS = ("sqlite", "postgresql")

@@ -422,7 +422,10 @@ _INVOKING = threading.Lock()
 
 
 def relay_cli(
-    *args: str | bytes, env: Mapping[str, str] | None = None, cwd: Path | None = None
+    *args: str | bytes,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    stdin: str | None = None,
 ) -> CliResult:
     """``relay ARGS``, run in this process by click's CliRunner: no Python start-up.
 
@@ -438,7 +441,12 @@ def relay_cli(
     argv = [a if isinstance(a, str) else os.fsdecode(a) for a in args]
     with _INVOKING, contextlib.chdir(cwd or Path.cwd()):
         result = CliRunner().invoke(
-            relay_main, argv, prog_name="relay", env=environ, catch_exceptions=False
+            relay_main,
+            argv,
+            prog_name="relay",
+            env=environ,
+            input=stdin,
+            catch_exceptions=False,
         )
     return CliResult(args, result.exit_code, result.stdout_bytes, result.stderr)
 

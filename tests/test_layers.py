@@ -37,6 +37,18 @@ ALLOWED: dict[str, set[str]] = {
         "ops",
         "webhooks",
     },
+    "console": {
+        "core",
+        "storage",
+        "message",
+        "filters",
+        "delivery",
+        "campaigns",
+        "pipeline",
+        "ops",
+        "webhooks",
+        "api",
+    },
 }
 """Lower layers first.  The top (``app``, ``supervisor``, ``cli``) may import all."""
 

@@ -13,8 +13,10 @@ import asyncio
 import logging
 import socket
 import threading
+from collections.abc import Callable
 
 import uvicorn
+from fastapi import FastAPI
 
 from relay.api.app import create_app
 from relay.core.config import RelayConfig
@@ -24,7 +26,20 @@ log = logging.getLogger("relay.api")
 
 
 class ApiServer:
-    def __init__(self, config: RelayConfig, db: Database, host: str, port: int) -> None:
+    def __init__(
+        self,
+        config: RelayConfig,
+        db: Database,
+        host: str,
+        port: int,
+        *,
+        extend: Callable[[FastAPI], None] | None = None,
+    ) -> None:
+        """``extend`` adds to the application what lives above the API (the web
+        console, ``relay.console.install``), which this package must not import."""
+        app = create_app(config, db)
+        if extend is not None:
+            extend(app)
         self.db = db
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.create_server((host, port), family=family)
@@ -32,7 +47,7 @@ class ApiServer:
         self.host, self.port = self.sock.getsockname()[:2]
         self.server = uvicorn.Server(
             uvicorn.Config(
-                create_app(config, db),
+                app,
                 log_config=None,
                 access_log=False,
                 lifespan="off",

@@ -13,7 +13,8 @@ another subject module, and registers its commands on ``main`` when imported:
 - ``catalog``: ``brand``, ``follower``, ``product``;
 - ``promotions``: ``promotion``, ``event``;
 - ``campaign``: ``campaign``;
-- ``api``: ``api-key``, ``api``.
+- ``api``: ``api-key``, ``api``;
+- ``console``: ``console user``.
 
 This package imports them all, so that ``relay.cli.main`` (the entry point of
 the ``relay`` script, and of ``python -m relay.cli``) has every command.
@@ -26,6 +27,7 @@ from relay.cli import (  # noqa: F401  (imported for their commands)
     archive,
     campaign,
     catalog,
+    console,
     conversations,
     directory,
     keys,

@@ -106,6 +106,7 @@ def api(ctx: Context) -> None:
 
     `relay serve` serves it too; this is for running the API on hosts of its
     own, against the same database."""
+    from relay import console
     from relay.api.server import ApiServer
 
     config = ctx.config
@@ -115,7 +116,7 @@ def api(ctx: Context) -> None:
     logs.setup(config.logging, verbose=False, show_pid=False)
     db = ctx.database()
     try:
-        server = ApiServer(config, db, *address)
+        server = ApiServer(config, db, *address, extend=console.install)
     except OSError as exc:
         raise CliError(
             f"cannot listen on {address[0]}:{address[1]}: {exc.strerror or exc}"

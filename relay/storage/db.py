@@ -43,7 +43,7 @@ from relay.storage import models
 
 log = logging.getLogger("relay.db")
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 MIGRATIONS: dict[int, list[str]] = {
     2: ["ALTER TABLE rule_hit ADD COLUMN location VARCHAR NOT NULL DEFAULT ''"],
@@ -58,6 +58,7 @@ MIGRATIONS: dict[int, list[str]] = {
     6: [],  # brand campaigns: new tables only, which create_all makes
     7: [],  # the HTTP API's keys: a new table
     8: [],  # webhooks: the outbox, endpoints and deliveries, new tables
+    9: [],  # the console's users and sessions, and the decisions' log: new tables
 }
 """Version → the statements that bring the previous version to it."""
 

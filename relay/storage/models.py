@@ -297,6 +297,48 @@ class WebhookDelivery(SQLModel, table=True):
     finished_at: datetime | None = None
 
 
+class ConsoleUser(SQLModel, table=True):
+    """A person who signs in to the web console (``relay console user add``).
+
+    Only an Argon2id hash of the password is kept (memory-hard: a stolen
+    database does not give the passwords away to a GPU farm)."""
+
+    __tablename__ = "console_user"
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(unique=True)
+    role: str
+    """``admin``, ``moderator``, ``brand:ID`` or ``seller:ID``."""
+    password_hash: str
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ConsoleSession(SQLModel, table=True):
+    """A signed-in browser: the cookie holds the token, the row its SHA-256."""
+
+    __tablename__ = "console_session"
+    id: int | None = Field(default=None, primary_key=True)
+    token_hash: str = Field(unique=True)
+    user_id: int = Field(foreign_key="console_user.id", index=True)
+    csrf: str
+    """The token every form of this session carries (synchronizer token)."""
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+
+
+class Decision(SQLModel, table=True):
+    """Who decided what: every moderation and quarantine decision, by anyone."""
+
+    __tablename__ = "decision"
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, index=True)
+    actor: str
+    """``console:USERNAME``, ``api-key:ID`` or ``cli``."""
+    action: str
+    subject: str
+    """What it was about: ``campaign 3``, ``message 12``, ``promotion 4``."""
+    detail: str = ""
+
+
 class SchemaVersion(SQLModel, table=True):
     __tablename__ = "schema_version"
     id: int = Field(default=1, primary_key=True)
@@ -306,7 +348,10 @@ class SchemaVersion(SQLModel, table=True):
 __all__ = [
     "ApiKey",
     "Buyer",
+    "ConsoleSession",
+    "ConsoleUser",
     "Conversation",
+    "Decision",
     "Delivery",
     "DeliveryAttempt",
     "DeliveryStatus",
