@@ -16,11 +16,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import date, timedelta
 from typing import Any
 
 from sqlmodel import Session, col, func, select
 
 from relay.campaigns.models import CampaignSend, Follower, SendStatus
+from relay.core.clock import as_utc
+
+SENT = (SendStatus.SENT, SendStatus.DELIVERED, SendStatus.BOUNCED)
 
 
 def campaign_report(session: Session, campaign_id: int) -> dict[str, Any]:
@@ -72,3 +77,32 @@ def describe_report(report: dict[str, Any]) -> str:
         f" opted out {report['opted_out']}, withdrawn {report['withdrawn']},"
         f" pending {report['pending']}"
     )
+
+
+@dataclass(frozen=True, slots=True)
+class DayCount:
+    """One day of a campaign's window: messages sent, followers passed over
+    (7-day rule, unsubscribed, opted out, withdrawn), and still planned."""
+
+    day: date
+    sent: int
+    not_sent: int
+    pending: int
+
+
+def per_day(session: Session, campaign_id: int, first: date, days: int) -> list[DayCount]:
+    """The campaign's messages per day (UTC) from ``first``: a handled message
+    counts on the day it was handled, a planned one on the day it is due."""
+    rows = session.exec(
+        select(CampaignSend.status, CampaignSend.done_at, CampaignSend.due_at).where(
+            CampaignSend.campaign_id == campaign_id
+        )
+    ).all()
+    counts = {first + timedelta(days=i): [0, 0, 0] for i in range(days)}
+    for status, done_at, due_at in rows:
+        when = as_utc(done_at if done_at is not None and status != SendStatus.PLANNED else due_at)
+        bucket = counts.get(when.date())
+        if bucket is None:
+            continue
+        bucket[0 if status in SENT else 2 if status == SendStatus.PLANNED else 1] += 1
+    return [DayCount(day, *figures) for day, figures in counts.items()]
