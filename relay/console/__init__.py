@@ -5,7 +5,10 @@ in a browser, in English, Vietnamese or Tagalog, on the API's application at ``/
 - ``sessions``: session cookies (only their hashes kept) and CSRF tokens;
 - ``i18n``: the gettext catalogues and the locale's dates and numbers;
 - ``web``: what every page shares: the visitor, rendering, the security headers;
-- ``pages``: sign-in, sign-out, the language picker, each role's home.
+- ``pages``: sign-in, sign-out, the language picker, each role's home;
+- ``brand``: a brand's campaigns (with ``month``, the start-date calendar), followers,
+  products and promotions; ``review``: the moderators' campaign review queue;
+- ``wording``: the campaign rules' English sentences in the reader's language.
 
 May import: everything the API may, and ``relay.api``.
 """
@@ -21,7 +24,7 @@ from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from relay.console import pages
+from relay.console import brand, pages, review
 from relay.console.web import (
     Refusal,
     SecurityHeaders,
@@ -33,7 +36,7 @@ from relay.console.web import (
 )
 
 STATIC = Path(__file__).resolve().parent / "static"
-ROUTERS = (pages.router,)
+ROUTERS = (pages.router, brand.router, review.router)
 """Every router of the console, mounted at ``/``."""
 
 
