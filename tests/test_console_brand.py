@@ -431,3 +431,103 @@ async def test_the_report_of_a_campaign_the_dispatcher_sent(
     browser.driver.execute_script("document.getElementById('report').scrollIntoView()")
     keep(browser.shot("brand-report"), "report")
     assert browser.console_errors() == []
+
+
+async def test_promotions_offered_edits_refusals_and_cancel_in_vietnamese(
+    relay: Relay, browser: Browser, api: httpx.AsyncClient, cfg_file: Path
+) -> None:
+    admin = await asyncio.to_thread(key, cfg_file, "admin")
+    brand_id, product, brand_key = await brand_world(api, cfg_file, admin, "Đà Lạt Flowers")
+    other_product = await ok(
+        api.post(
+            f"/brands/{brand_id}/products",
+            json={"sku": "SKU-VASE", "title": "Vase"},
+            headers=bearer(admin),
+        ),
+        201,
+    )
+    today = clock.now().date()
+    earliest = rules.earliest_start(clock.now())
+    promotion_end = earliest + timedelta(days=8)
+
+    async def promotion(product_id: int, approved: bool) -> int:
+        body = {
+            "product_id": product_id,
+            "kind": "percent_off",
+            "discount": "15",
+            "starts_at": f"{today}T00:00:00Z",
+            "ends_at": f"{promotion_end}T00:00:00Z",
+            "approved": approved,
+        }
+        made = await ok(
+            api.post(f"/brands/{brand_id}/promotions", json=body, headers=bearer(admin)), 201
+        )
+        return int(made["promotion_id"])
+
+    eligible = await promotion(product, True)
+    pending = await promotion(product, False)
+    elsewhere = await promotion(other_product["product_id"], True)
+    start = earliest + timedelta(days=2)
+    made = await ok(
+        api.post("/campaigns", json=draft(brand_id, product, start), headers=bearer(brand_key)),
+        201,
+    )
+    campaign = made["campaign_id"]
+    await asyncio.to_thread(add_user, cfg_file, "hue", f"brand:{brand_id}")
+    browser.base = base(relay)
+    browser.sign_in("hue")
+    browser.go(f"/brand/campaigns/{campaign}/edit")
+    offered = [
+        r.get_attribute("value") for r in browser.all("input[name=promotion_id]") if r.is_enabled()
+    ]
+    assert offered == ["", str(eligible)]  # only the eligible one, besides none
+    refused = browser.find("ul.not-eligible").text
+    assert f"promotion {pending} is not approved yet" in refused
+    assert f"promotion {elsewhere} is for another product" in refused
+
+    browser.language("vi")
+    browser.wait_for(".calendar")
+    refused = browser.find("ul.not-eligible").text
+    assert f"khuyến mãi {pending} chưa được duyệt" in refused
+    assert f"khuyến mãi {elsewhere} dành cho sản phẩm khác" in refused
+    # The promotion chosen, the calendar greys the days after it ends.
+    browser.find(f"input[name=promotion_id][value='{eligible}']").click()
+    Select(browser.find("#kind")).select_by_value("promotion")
+    browser.find("#refresh").click()
+    browser.wait_for(".calendar")
+    after = promotion_end + timedelta(days=1)
+    show_month(browser, after)
+    grey = str(browser.find(f"label[for=day-{after}]").get_attribute("title"))
+    assert f"ngoài thời gian của khuyến mãi {eligible}" in grey, grey
+    assert browser.find(f"#day-{after}").get_attribute("disabled") is not None
+    # A refusal of the rules, in the reader's language; nothing saved.
+    subject = browser.find("#subject")
+    subject.clear()
+    subject.send_keys("Viết cho shop@flowers.example")
+    show_month(browser, start)
+    browser.find("#save").click()
+    errors = browser.wait_for("#form-errors").text
+    assert "tiêu đề có địa chỉ email: chiến dịch không được chứa địa chỉ" in errors
+    assert browser.find(f"input[name=promotion_id][value='{eligible}']").is_selected()
+    browser.shot("brand-campaign-refused-vi")
+    subject = browser.find("#subject")
+    subject.clear()
+    subject.send_keys("Giảm 15% hoa Đà Lạt")
+    browser.find("#save").click()
+    assert "Các thay đổi đã được lưu." in browser.wait_for("p.notice").text
+    assert f"Khuyến mãi {eligible}: 15%" in browser.text()
+    shown = await ok(api.get(f"/campaigns/{campaign}", headers=bearer(brand_key)))
+    assert shown["promotion_id"] == eligible and shown["kind"] == "promotion"
+    assert shown["subject"] == "Giảm 15% hoa Đà Lạt"
+
+    browser.find("#cancel").click()
+    browser.wait_for(".campaign-status")
+    assert "Đã hủy" in browser.find(".campaign-status").text
+    assert "thương hiệu đã hủy" in browser.find("table.history").text
+    assert browser.all("#cancel") == [] and browser.all("#edit") == []
+    browser.go(f"/brand/campaigns/{campaign}/edit")
+    browser.find("#save").click()
+    errors = browser.wait_for("#form-errors").text
+    assert f"chiến dịch {campaign} không thể sửa được nữa" in errors
+    browser.language("en")
+    assert browser.console_errors() == []
