@@ -531,3 +531,53 @@ async def test_promotions_offered_edits_refusals_and_cancel_in_vietnamese(
     assert f"chiến dịch {campaign} không thể sửa được nữa" in errors
     browser.language("en")
     assert browser.console_errors() == []
+
+
+async def test_review_refusals_are_the_rules_and_only_decisions_are_logged(
+    relay: Relay, api: httpx.AsyncClient, cfg_file: Path
+) -> None:
+    admin = await asyncio.to_thread(key, cfg_file, "admin")
+    brand_id, product, brand_key = await brand_world(api, cfg_file, admin, "Cần Thơ Rice")
+    start = rules.earliest_start(clock.now()) + timedelta(days=1)
+    made = await ok(
+        api.post("/campaigns", json=draft(brand_id, product, start), headers=bearer(brand_key)),
+        201,
+    )
+    cid = made["campaign_id"]
+    await ok(api.post(f"/campaigns/{cid}/submit", headers=bearer(brand_key)))
+    await asyncio.to_thread(add_user, cfg_file, "lan", "admin")
+    async with httpx.AsyncClient(base_url=base(relay)) as http:
+        await http_sign_in(http, "lan")
+        page = await http.get("/review")
+        assert page.status_code == 200 and f'id="campaign-{cid}"' in page.text
+        token = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert token is not None
+        csrf = token.group(1)
+        forged = await http.post(f"/review/{cid}", data={"decision": "approve"})
+        assert forged.status_code == 403
+        blank = await http.post(
+            f"/review/{cid}", data={"csrf": csrf, "decision": "reject", "reason": "  "}
+        )
+        assert blank.status_code == 422
+        assert "a rejection needs a reason: the brand is told it" in blank.text
+        approved = await http.post(
+            f"/review/{cid}", data={"csrf": csrf, "decision": "approve"}, follow_redirects=False
+        )
+        assert (
+            approved.status_code == 303 and approved.headers["location"] == "/review?done=approved"
+        )
+        again = await http.post(f"/review/{cid}", data={"csrf": csrf, "decision": "approve"})
+        assert again.status_code == 422
+        assert f"campaign {cid} is no longer “In review” (it is “Approved”)" in again.text
+        http.cookies.set("lang", "tl")
+        again = await http.post(f"/review/{cid}", data={"csrf": csrf, "decision": "approve"})
+        assert f"ang kampanya {cid} ay hindi na “Sinusuri” (ito ay “Aprubado”)" in again.text
+        missing = await http.post("/review/999999", data={"csrf": csrf, "decision": "approve"})
+        assert missing.status_code == 404
+
+    def logged(s: Any) -> list[tuple[str, str]]:
+        return [(d.actor, d.action) for d in decisions.about(s, f"campaign {cid}")]
+
+    assert await asyncio.to_thread(relay.db.call, logged) == [("console:lan", "campaign.approve")]
+    shown = await ok(api.get(f"/campaigns/{cid}", headers=bearer(brand_key)))
+    assert [h["status"] for h in shown["history"]] == ["draft", "in_review", "approved"]
