@@ -380,6 +380,14 @@ async def test_a_brand_cannot_open_another_brands_campaign_nor_moderation(
         assert (await http.post(f"/review/{theirs}", data=decision)).status_code == 403
     shown = await ok(api.get(f"/campaigns/{theirs}", headers=bearer(b_key)))
     assert shown["status"] == "draft" and shown["subject"] == "New this week"
+    # A user made for a brand that does not exist: a page that says so.
+    await asyncio.to_thread(add_user, cfg_file, "ghost", "brand:999")
+    async with httpx.AsyncClient(base_url=base(relay)) as http:
+        await http_sign_in(http, "ghost")
+        for path in ("/brand/campaigns", "/brand/campaigns/new", "/brand/followers"):
+            answer = await http.get(path)
+            assert answer.status_code == 404
+            assert "brand does not exist: ask the marketplace" in answer.text
     browser.sign_in("mai")
     browser.go("/brand/campaigns")
     assert "This page is not for your account." in browser.find("main").text

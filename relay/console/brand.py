@@ -11,9 +11,10 @@ there and a refusal is the rules' own, said in the reader's language
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
@@ -35,9 +36,10 @@ from relay.campaigns.models import (
 from relay.console import month, wording
 from relay.console.accounts import ConsoleRole
 from relay.console.i18n import Formats
-from relay.console.web import Visitor, db_of, need, posted, redirect, render, visitor
+from relay.console.web import Refusal, Visitor, db_of, need, posted, redirect, render, visitor
 from relay.core import clock
 
+T = TypeVar("T")
 router = APIRouter(include_in_schema=False)
 Who = Depends(visitor)
 
@@ -55,6 +57,17 @@ def _brand(request: Request, who: Visitor) -> int:
 def _no_such_page() -> HTTPException:
     """What an id of another brand gets: exactly what an unknown page gets."""
     return HTTPException(404)
+
+
+def _read(request: Request, who: Visitor, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(session, *args)``; a brand id that names no brand (a user made for a
+    brand that was never added) is a page that says so, not a failure."""
+    try:
+        return db_of(request).call(fn, *args)
+    except CampaignError:
+        raise Refusal(
+            404, who._("Your account's brand does not exist: ask the marketplace to check it.")
+        ) from None
 
 
 def _own_campaign(s: Session, brand_id: int, campaign_id: int) -> Campaign:
@@ -224,7 +237,7 @@ def _form_page(
             "month": month.lay_out(days, first, state.start_on, who._, fmt),
         }
 
-    data = db_of(request).call(read)
+    data = _read(request, who, read)
     return render(
         request,
         who,
@@ -255,7 +268,7 @@ def campaigns(request: Request, who: Visitor = Who) -> Response:
         brand = catalog.get_brand(s, brand_id)
         return {"brand": brand, "campaigns": lifecycle.list_campaigns(s, brand_id=brand_id)}
 
-    data = db_of(request).call(read)
+    data = _read(request, who, read)
     return render(request, who, "brand/campaigns.html", statuses=wording.STATUS, **data)
 
 
@@ -470,14 +483,14 @@ def followers(request: Request, who: Visitor = Who) -> Response:
             for f, buyer in catalog.followers(s, brand_id)
         ]
 
-    rows = db_of(request).call(read)
+    rows = _read(request, who, read)
     return render(request, who, "brand/followers.html", followers=rows)
 
 
 @router.get("/brand/products")
 def products(request: Request, who: Visitor = Who) -> Response:
     brand_id = _brand(request, who)
-    found = db_of(request).call(catalog.products, brand_id)
+    found = _read(request, who, catalog.products, brand_id)
     return render(request, who, "brand/products.html", products=found)
 
 
@@ -489,7 +502,7 @@ def promotions(request: Request, who: Visitor = Who) -> Response:
         own = {p.id: p for p in catalog.products(s, brand_id)}
         return [(p, own[p.product_id]) for p in catalog.promotions(s) if p.product_id in own]
 
-    rows = db_of(request).call(read)
+    rows = _read(request, who, read)
     return render(
         request,
         who,
