@@ -293,7 +293,11 @@ async def test_the_calendar_in_vietnamese_and_tagalog(
     await asyncio.to_thread(add_user, cfg_file, "thu", f"brand:{brand_id}")
     browser.base = base(relay)
     browser.sign_in("thu")
-    browser.go(f"/brand/campaigns/{campaign}/edit")
+    browser.go(f"/brand/campaigns/{campaign}")
+    warning = browser.find("#collision-warning").text
+    assert f"collides with campaign {other} under the 7-day rule: {FOLLOWERS} followers" in warning
+    browser.find("#edit").click()
+    browser.wait_for(".calendar")
     outside = first - timedelta(days=1) if first.day > 1 else last + timedelta(days=1)
     show_month(browser, outside)
     title = str(browser.find(f"label[for=day-{outside}]").get_attribute("title"))
