@@ -512,6 +512,15 @@ async def test_promotions_offered_edits_refusals_and_cancel_in_vietnamese(
     grey = str(browser.find(f"label[for=day-{after}]").get_attribute("title"))
     assert f"ngoài thời gian của khuyến mãi {eligible}" in grey, grey
     assert browser.find(f"#day-{after}").get_attribute("disabled") is not None
+    # A promotion that is not eligible stays chosen, with why, if the form carries it.
+    chosen = browser.find(f"input[name=promotion_id][value='{eligible}']")
+    browser.driver.execute_script("arguments[0].value = arguments[1]", chosen, str(pending))
+    browser.find("#refresh").click()
+    browser.wait_for(".calendar")
+    assert browser.find(f"input[name=promotion_id][value='{pending}']").is_selected()
+    said = f"Khuyến mãi đã chọn không đủ điều kiện: khuyến mãi {pending} chưa được duyệt"
+    assert said in browser.text()
+    browser.find(f"input[name=promotion_id][value='{eligible}']").click()
     # A refusal of the rules, in the reader's language; nothing saved.
     subject = browser.find("#subject")
     subject.clear()

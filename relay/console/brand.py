@@ -211,7 +211,6 @@ def _form_page(
 
     def read(s: Session) -> dict[str, Any]:
         products = catalog.products(s, brand_id)
-        own = {p.id for p in products}
         choices = _promotion_choices(s, brand_id, state, now, who, fmt)
         promotion_id = state.promotion_id
         if promotion_id is not None and all(c.promotion.id != promotion_id for c in choices):
@@ -224,14 +223,11 @@ def _form_page(
             first,
             now=now,
             campaign_id=campaign.id if campaign is not None else None,
-            event_id=state.event_id
-            if state.event_id in {e.id for e in catalog.events(s)}
-            else None,
+            event_id=state.event_id if state.event_id in {e.id for e in events} else None,
             promotion_id=promotion_id,
         )
         return {
             "products": products,
-            "own": own,
             "choices": choices,
             "events": events,
             "month": month.lay_out(days, first, state.start_on, who._, fmt),
