@@ -5,7 +5,11 @@ in a browser, in English, Vietnamese or Tagalog, on the API's application at ``/
 - ``sessions``: session cookies (only their hashes kept) and CSRF tokens;
 - ``i18n``: the gettext catalogues and the locale's dates and numbers;
 - ``web``: what every page shares: the visitor, rendering, the security headers;
-- ``pages``: sign-in, sign-out, the language picker, each role's home.
+- ``pages``: sign-in, sign-out, the language picker, each role's home;
+- ``quarantine_pages``, ``archive_pages``, ``rules_pages``, ``health_page``: the
+  moderators' pages (``mailview``: a message as text only; ``ruletester``: the
+  rules tried on a message without sending or writing; ``modlabels``: the
+  relay's English words in the reader's language).
 
 May import: everything the API may, and ``relay.api``.
 """
@@ -21,7 +25,7 @@ from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from relay.console import pages
+from relay.console import archive_pages, health_page, pages, quarantine_pages, rules_pages
 from relay.console.web import (
     Refusal,
     SecurityHeaders,
@@ -33,7 +37,13 @@ from relay.console.web import (
 )
 
 STATIC = Path(__file__).resolve().parent / "static"
-ROUTERS = (pages.router,)
+ROUTERS = (
+    pages.router,
+    quarantine_pages.router,
+    archive_pages.router,
+    rules_pages.router,
+    health_page.router,
+)
 """Every router of the console, mounted at ``/``."""
 
 
