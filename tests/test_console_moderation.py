@@ -16,12 +16,14 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import httpx
+import pytest
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
 from sqlalchemy import func
 from sqlmodel import Session, select
 
 from relay.app import Relay
+from relay.console import archive_pages
 from relay.console.web import CSP
 from relay.core.config import RelayConfig
 from relay.storage import decisions
@@ -221,6 +223,35 @@ async def test_a_held_message_is_rejected_and_its_sender_told(
     assert await asyncio.to_thread(decided, relay, held) == [("console:lan", "reject")]
 
 
+async def test_a_rules_file_that_does_not_load_is_said(
+    relay: Relay,
+    config: RelayConfig,
+    sink: Sink,
+    parties: Parties,
+    browser: Browser,
+    cfg_file: Path,
+) -> None:
+    with_rules(relay, config)
+    await asyncio.to_thread(add_user, cfg_file, "mai", "moderator")
+    await seller_writes(relay, parties, subject="Flash sale", headers=BULK)
+    await wait_idle(relay)
+    (held,) = await asyncio.to_thread(held_ids, relay)
+    config.filters.rules.write_text("rules:\n  - id: broken\n    action: explode\n")
+
+    browser.base = base(relay)
+    browser.sign_in("mai")
+    browser.go("/rules")
+    assert "The rules file does not load:" in browser.find("p.error").text
+    assert "explode" in browser.find("pre.preview").text
+    browser.go(f"/quarantine/{held}")
+    browser.find("#release").click()
+    assert "The rules file does not load" in browser.wait_for("p.error").text
+    assert await asyncio.to_thread(held_ids, relay) == [held]  # still held
+    assert await asyncio.to_thread(decided, relay, held) == []
+    await wait_idle(relay)
+    assert sink.messages == []
+
+
 async def test_moderation_pages_are_for_moderators_only(
     relay: Relay, parties: Parties, browser: Browser, cfg_file: Path
 ) -> None:
@@ -253,6 +284,7 @@ async def test_archive_search_matches_the_cli(
     parties: Parties,
     browser: Browser,
     cfg_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     with_rules(relay, config)
     await asyncio.to_thread(add_user, cfg_file, "mai", "moderator")
@@ -288,6 +320,18 @@ async def test_archive_search_matches_the_cli(
         expected = [m["id"] for m in by_cli if not direction or m["direction"] == direction]
         assert shown == expected, (status, direction)
     assert len(_listed(browser)) == 2  # the seller's two
+
+    # Page by page (two to a page here): every message once, newest first.
+    monkeypatch.setattr(archive_pages, "PAGE", 2)
+    browser.go("/archive")
+    walked = _listed(browser)
+    assert len(walked) == 2
+    browser.find("#older").click()
+    browser.wait_for("tr.entry")
+    walked += _listed(browser)
+    assert browser.all("#older") == []
+    assert walked == [m["id"] for m in everything]
+    monkeypatch.undo()
 
     browser.go("/archive?rule=no-phone")
     (redacted,) = _listed(browser)

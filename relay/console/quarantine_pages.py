@@ -20,7 +20,8 @@ from relay.console import mailview, modlabels
 from relay.console.accounts import Account
 from relay.console.web import Refusal, Visitor, db_of, need, posted, redirect, render, visitor
 from relay.core.config import RelayConfig
-from relay.filters import Role, load_rules
+from relay.core.yamlload import ConfigError
+from relay.filters import Role, RuleSet, load_rules
 from relay.pipeline import quarantine
 from relay.pipeline.verdicts import Outcome
 from relay.storage import archive as archive_mod
@@ -133,9 +134,9 @@ def _decide(
     release: bool,
     actor: str,
     config: RelayConfig,
+    rules: RuleSet,
 ) -> Outcome:
     """The API's decision, and its line in the decisions' log, in one transaction."""
-    rules = load_rules(config.filters.rules)
     archive = Archive(config.archive.path)
     decide = quarantine.release if release else quarantine.reject
     outcome = decide(s, message_id, config=config, archive=archive, rules=rules)
@@ -154,6 +155,13 @@ async def _decision(request: Request, message_id: int, who: Visitor, *, release:
     await posted(request, who)
     config = config_of(request)
     try:
+        # As the API and ``relay quarantine``: the rules as their file says now.
+        rules = await run_in_threadpool(load_rules, config.filters.rules)
+    except ConfigError:
+        raise Refusal(
+            409, who._("The rules file does not load: fix it, then decide again.")
+        ) from None
+    try:
         await run_in_threadpool(
             db_of(request).write,
             _decide,
@@ -161,6 +169,7 @@ async def _decision(request: Request, message_id: int, who: Visitor, *, release:
             release=release,
             actor=account.actor,
             config=config,
+            rules=rules,
         )
     except NotFound:
         raise Refusal(404, who._("There is no message with this number.")) from None

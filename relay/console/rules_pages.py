@@ -19,6 +19,7 @@ from relay.console import mailview, modlabels, ruletester
 from relay.console.quarantine_pages import config_of, moderates
 from relay.console.ruletester import Problem, TestFailed, Trial
 from relay.console.web import Visitor, db_of, need, posted, render, visitor
+from relay.core.yamlload import ConfigError
 from relay.filters import Role, RuleSet, load_rules
 
 router = APIRouter(include_in_schema=False)
@@ -29,7 +30,7 @@ async def _rules(request: Request) -> tuple[RuleSet | None, str]:
     """The rules, or None and why they do not load."""
     try:
         return await run_in_threadpool(load_rules, config_of(request).filters.rules), ""
-    except Exception as exc:  # the loader's errors name the file and the line
+    except ConfigError as exc:  # the loader's errors name the file and the line
         return None, str(exc)
 
 
