@@ -341,6 +341,10 @@ async def test_archive_search_matches_the_cli(
     assert "no-phone" in page and "redact" in page and "text body" in page
     assert parties.buyer in page and "delivered" in browser.find("table.attempts").text
 
+    for path in ("/archive/999999", "/archive/abc", f"/archive/{2**70}", "/quarantine/-1"):
+        browser.go(path)
+        assert "There is no message with this number." in browser.find("p.error").text, path
+
     browser.go("/archive?since=yesterday")
     assert "Write dates as YYYY-MM-DD." in browser.find("p.error").text
     browser.language("vi")

@@ -19,7 +19,7 @@ from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
 from relay.console import modlabels
-from relay.console.quarantine_pages import PAGE, moderates, parse_id
+from relay.console.quarantine_pages import PAGE, message_number, moderates, parse_id
 from relay.console.web import Refusal, Visitor, db_of, need, render, visitor
 from relay.ops.response_times import parse_since
 from relay.storage import archive as archive_mod
@@ -95,9 +95,10 @@ async def search(request: Request, who: Visitor = Who) -> Response:
     )
 
 
-@router.get("/archive/{message_id}")
-async def show(request: Request, message_id: int, who: Visitor = Who) -> Response:
+@router.get("/archive/{number}")
+async def show(request: Request, number: str, who: Visitor = Who) -> Response:
     need(request, who, moderates)
+    message_id = message_number(who, number)
     detail = await run_in_threadpool(db_of(request).call, archive_mod.message_detail, message_id)
     if detail is None:
         raise Refusal(404, who._("There is no message with this number."))

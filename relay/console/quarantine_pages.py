@@ -51,9 +51,17 @@ def subject_of(message_id: int) -> str:
 
 def parse_id(text: str | None) -> int | None:
     """A positive id from a query parameter; anything else is no id."""
-    if text and text.isascii() and text.isdigit() and 0 < int(text) < 2**63:
+    if text and text.isascii() and text.isdigit() and len(text) < 20 and 0 < int(text) < 2**63:
         return int(text)
     return None
+
+
+def message_number(who: Visitor, text: str) -> int:
+    """The message id in a page's path; anything but one is the missing page's 404."""
+    number = parse_id(text)
+    if number is None:
+        raise Refusal(404, who._("There is no message with this number."))
+    return number
 
 
 @router.get("/quarantine")
@@ -84,10 +92,11 @@ def _sender_role(direction: Direction) -> Role:
     return Role.BUYER if direction is Direction.BUYER_TO_SELLER else Role.SELLER
 
 
-@router.get("/quarantine/{message_id}")
-async def held_message(request: Request, message_id: int, who: Visitor = Who) -> Response:
+@router.get("/quarantine/{number}")
+async def held_message(request: Request, number: str, who: Visitor = Who) -> Response:
     """One message's safe preview: the copy as received, as text only."""
     need(request, who, moderates)
+    message_id = message_number(who, number)
     config = config_of(request)
 
     def run(s: Session) -> tuple[dict[str, Any], list[Any]] | None:
@@ -150,8 +159,9 @@ def _decide(
     return outcome
 
 
-async def _decision(request: Request, message_id: int, who: Visitor, *, release: bool) -> Response:
+async def _decision(request: Request, number: str, who: Visitor, *, release: bool) -> Response:
     account = need(request, who, moderates)
+    message_id = message_number(who, number)
     await posted(request, who)
     config = config_of(request)
     try:
@@ -183,11 +193,11 @@ async def _decision(request: Request, message_id: int, who: Visitor, *, release:
     return redirect(f"/quarantine/{message_id}?done={'released' if release else 'rejected'}")
 
 
-@router.post("/quarantine/{message_id}/release")
-async def release(request: Request, message_id: int, who: Visitor = Who) -> Response:
-    return await _decision(request, message_id, who, release=True)
+@router.post("/quarantine/{number}/release")
+async def release(request: Request, number: str, who: Visitor = Who) -> Response:
+    return await _decision(request, number, who, release=True)
 
 
-@router.post("/quarantine/{message_id}/reject")
-async def reject(request: Request, message_id: int, who: Visitor = Who) -> Response:
-    return await _decision(request, message_id, who, release=False)
+@router.post("/quarantine/{number}/reject")
+async def reject(request: Request, number: str, who: Visitor = Who) -> Response:
+    return await _decision(request, number, who, release=False)
