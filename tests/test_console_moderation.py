@@ -23,7 +23,7 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 
 from relay.app import Relay
-from relay.console import archive_pages
+from relay.console import archive_pages, i18n, modlabels
 from relay.console.web import CSP
 from relay.core.config import RelayConfig
 from relay.storage import decisions
@@ -151,6 +151,16 @@ async def test_a_hostile_message_is_previewed_as_text_and_released(
     assert "application/octet-stream" in attachments
     assert browser.all("table.attachments a") == []  # listed, never offered
     keep(whole_page(browser, "moderation-preview"), "quarantine-preview.png")
+    browser.language("vi")
+    browser.wait_for("#mail-subject")
+    page = browser.text()
+    assert "Thư như lúc nhận" in page and "dòng tiêu đề X-Mailer" in page
+    assert "\"BulkMailer 3.0\" khớp với 'Bulk'" in page  # the hit's detail, translated
+    assert browser.find("#mail-subject").text == f"Deal {SCRIPT}"
+    assert not browser.alert_shown() and browser.console_errors() == []
+    whole_page(browser, "moderation-preview-vi")
+    browser.language("en")
+    browser.wait_for("#mail-subject")
 
     # The page's headers, fetched as the browser's session.
     cookie = browser.driver.get_cookie("relay_console")
@@ -271,6 +281,25 @@ def submit(browser: Browser, button: str) -> None:
     old = browser.find("html")
     browser.find(button).click()
     WebDriverWait(browser.driver, 10).until(expected_conditions.staleness_of(old))
+
+
+@pytest.mark.parametrize(
+    ("found", "at", "said"),
+    [
+        ('keyword "sale": "Big SALE"', "subject", 'từ khóa "sale": "Big SALE"'),
+        ("pattern '\\d{4}': \"1234\"", "text body", "mẫu '\\d{4}': \"1234\""),
+        ("link to evil.example", "HTML body", "liên kết tới evil.example"),
+        (
+            'attachment "a.pdf": content is application/x-dosexec, disguised (named .pdf)',
+            'attachment "a.pdf"',
+            'tệp đính kèm "a.pdf": nội dung là application/x-dosexec,'
+            " được ngụy trang (đặt tên .pdf)",
+        ),
+        ("a plugin's own words", "subject", "a plugin's own words"),
+    ],
+)
+def test_what_a_rule_found_is_said_in_the_readers_language(found: str, at: str, said: str) -> None:
+    assert modlabels.detail(i18n.gettext("vi"), found, at) == said
 
 
 def _listed(browser: Browser) -> list[int]:

@@ -91,6 +91,86 @@ def where(_: Gettext, value: str) -> str:
     return value
 
 
+_KEYWORD = re.compile(r'^keyword "(?P<word>.*?)": "(?P<excerpt>.*)"$', re.DOTALL)
+_PATTERN = re.compile(r'^pattern (?P<pattern>.+?): "(?P<excerpt>.*)"$', re.DOTALL)
+_TIMED_OUT = re.compile(
+    r"^pattern (?P<pattern>.+?) timed out( after \S+s)? \(treated as a match\)$"
+)
+_MATCHES = re.compile(r'^"(?P<value>.*)" matches (?P<pattern>.+)$', re.DOTALL)
+_LINK = re.compile(r"^link to (?P<host>\S+)$")
+_IMAGE = re.compile(r"^image (?P<source>.+) links to (?P<host>\S+)$", re.DOTALL)
+_CONTENT = re.compile(
+    r"^content is (?P<mime>[^,:\s]+)"
+    r"(?:(?P<macros>, a document with macros)|(?P<other>, not an allowed type)"
+    r"|, disguised \((?P<claims>.*)\)|: (?P<problem>.*))$",
+    re.DOTALL,
+)
+_TOTAL = re.compile(
+    r"^ \((?P<size>[\d,]+) bytes\) takes the attachments to (?P<total>[\d,]+) bytes"
+    r" \(limit: under (?P<limit>[\d,]+)\)$"
+)
+
+
+def _claim(_: Gettext, text: str) -> str:
+    if text.startswith("named "):
+        return _("named %(name)s") % {"name": text.removeprefix("named ")}
+    if text.startswith("declared "):
+        return _("declared %(type)s") % {"type": text.removeprefix("declared ")}
+    return text
+
+
+def _content(_: Gettext, value: str) -> str:
+    m = _CONTENT.match(value)
+    if m is None:
+        return value
+    mime = m["mime"]
+    if m["macros"]:
+        return _("content is %(type)s, a document with macros") % {"type": mime}
+    if m["other"]:
+        return _("content is %(type)s, not an allowed type") % {"type": mime}
+    if m["claims"] is not None:
+        claims = ", ".join(_claim(_, c) for c in m["claims"].split(", "))
+        return _("content is %(type)s, disguised (%(claims)s)") % {"type": mime, "claims": claims}
+    return _("content is %(type)s: %(problem)s") % {"type": mime, "problem": m["problem"]}
+
+
+def detail(_: Gettext, value: str, at: str = "") -> str:
+    """What a rule found (a matcher's ``Finding.detail``); ``at`` is where it
+    matched, which attachment findings start with."""
+    if m := _KEYWORD.match(value):
+        return _('keyword "%(word)s": "%(excerpt)s"') % {"word": m["word"], "excerpt": m["excerpt"]}
+    if m := _TIMED_OUT.match(value):
+        return _("pattern %(pattern)s took too long (treated as a match)") % {
+            "pattern": m["pattern"]
+        }
+    if m := _PATTERN.match(value):
+        return _('pattern %(pattern)s: "%(excerpt)s"') % {
+            "pattern": m["pattern"],
+            "excerpt": m["excerpt"],
+        }
+    if m := _MATCHES.match(value):
+        return _('"%(value)s" matches %(pattern)s') % {"value": m["value"], "pattern": m["pattern"]}
+    if m := _LINK.match(value):
+        return _("link to %(host)s") % {"host": m["host"]}
+    if m := _IMAGE.match(value):
+        return _("image %(source)s links to %(host)s") % {"source": m["source"], "host": m["host"]}
+    if at and value.startswith(at):
+        rest = value[len(at) :]
+        if rest.startswith(": "):
+            return f"{where(_, at)}: {_content(_, rest[2:])}"
+        if m := _TOTAL.match(rest):
+            return _(
+                "%(attachment)s (%(size)s bytes) takes the attachments to %(total)s bytes"
+                " (limit: under %(limit)s)"
+            ) % {
+                "attachment": where(_, at),
+                "size": m["size"],
+                "total": m["total"],
+                "limit": m["limit"],
+            }
+    return value
+
+
 _RULE = re.compile(r"^rule (?P<rule>\S+)(?P<admin>, by an admin)?$")
 
 
@@ -146,7 +226,7 @@ def health_detail(_: Gettext, value: str) -> str:
     return value
 
 
-def labels(_: Gettext) -> dict[str, Callable[[str], str]]:
+def labels(_: Gettext) -> dict[str, Callable[..., str]]:
     """The label functions bound to ``_``, for the templates (``label.status(x)``)."""
     return {
         "status": lambda v: status(_, v),
@@ -155,6 +235,7 @@ def labels(_: Gettext) -> dict[str, Callable[[str], str]]:
         "side": lambda v: side(_, v),
         "outcome": lambda v: outcome(_, v),
         "where": lambda v: where(_, v),
+        "detail": lambda v, at="": detail(_, v, at),
         "reason": lambda v: status_reason(_, v),
         "health": lambda v: health_detail(_, v),
     }
