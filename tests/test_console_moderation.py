@@ -295,6 +295,15 @@ def submit(browser: Browser, button: str) -> None:
             'tệp đính kèm "a.pdf": nội dung là application/x-dosexec,'
             " được ngụy trang (đặt tên .pdf)",
         ),
+        (
+            'attachment "d.docx": content is application/zip: claims to be'
+            " application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+            " but is a plain ZIP archive",
+            'attachment "d.docx"',
+            'tệp đính kèm "d.docx": nội dung là application/zip: tự nhận là'
+            " application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+            " nhưng chỉ là một tệp nén ZIP thông thường",
+        ),
         ("a plugin's own words", "subject", "a plugin's own words"),
     ],
 )

@@ -119,6 +119,22 @@ def _claim(_: Gettext, text: str) -> str:
     return text
 
 
+_PLAIN_ZIP = re.compile(r"^claims to be (?P<type>\S+) but is a plain ZIP archive$")
+
+
+def file_problem(_: Gettext, value: str) -> str:
+    """Why a file is not what it looks like (``attachments.detect``'s problem)."""
+    known = {
+        "a damaged OLE2 (Office 97-2003) file": _("a damaged OLE2 (Office 97-2003) file"),
+        "a damaged ZIP container": _("a damaged ZIP container"),
+    }
+    if value in known:
+        return known[value]
+    if m := _PLAIN_ZIP.match(value):
+        return _("claims to be %(type)s but is a plain ZIP archive") % {"type": m["type"]}
+    return value
+
+
 def _content(_: Gettext, value: str) -> str:
     m = _CONTENT.match(value)
     if m is None:
@@ -131,7 +147,10 @@ def _content(_: Gettext, value: str) -> str:
     if m["claims"] is not None:
         claims = ", ".join(_claim(_, c) for c in m["claims"].split(", "))
         return _("content is %(type)s, disguised (%(claims)s)") % {"type": mime, "claims": claims}
-    return _("content is %(type)s: %(problem)s") % {"type": mime, "problem": m["problem"]}
+    return _("content is %(type)s: %(problem)s") % {
+        "type": mime,
+        "problem": file_problem(_, m["problem"]),
+    }
 
 
 def detail(_: Gettext, value: str, at: str = "") -> str:
@@ -236,6 +255,7 @@ def labels(_: Gettext) -> dict[str, Callable[..., str]]:
         "outcome": lambda v: outcome(_, v),
         "where": lambda v: where(_, v),
         "detail": lambda v, at="": detail(_, v, at),
+        "file_problem": lambda v: file_problem(_, v),
         "reason": lambda v: status_reason(_, v),
         "health": lambda v: health_detail(_, v),
     }
