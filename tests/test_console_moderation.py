@@ -480,6 +480,10 @@ async def test_the_rule_tester_shows_hits_and_writes_nothing(
     browser.go("/rules")
     browser.find("#test").click()
     assert "Paste a message" in browser.wait_for("#tester-error").text
+    looped = "".join(f"Received: from hop{n}.example\n" for n in range(40)) + CLEAN
+    test(looped)
+    error = browser.find("#tester-error").text
+    assert "would refuse this message" in error and "mail loop" in error
     big = tmp_path / "big.eml"
     big.write_bytes(CLEAN.encode() + b"x" * (600 * 1024))
     browser.go("/rules")

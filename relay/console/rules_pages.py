@@ -19,6 +19,7 @@ from relay.console import mailview, modlabels, ruletester
 from relay.console.quarantine_pages import config_of, moderates
 from relay.console.ruletester import Problem, TestFailed, Trial
 from relay.console.web import Visitor, db_of, need, posted, render, visitor
+from relay.core.refusals import Refusal
 from relay.core.yamlload import ConfigError
 from relay.filters import Role, RuleSet, load_rules
 
@@ -49,9 +50,13 @@ def _problem_text(who: Visitor, failed: TestFailed) -> str:
         )
     if failed.problem is Problem.TIMEOUT:
         return _("The rules took too long on this message; its sender would be asked to retry.")
-    return _("The relay would refuse this message when it arrives: %(reason)s") % {
-        "reason": failed.detail
+    reasons = {
+        Refusal.HEADER_TOO_BIG: _("its header is too large"),
+        Refusal.MAIL_LOOP: _("it has gone round a mail loop"),
+        Refusal.TOO_DEEP: _("its parts are nested too deeply"),
     }
+    reason = reasons.get(failed.refusal, failed.detail) if failed.refusal else failed.detail
+    return _("The relay would refuse this message when it arrives: %(reason)s") % {"reason": reason}
 
 
 async def _page(

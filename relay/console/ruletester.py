@@ -20,7 +20,7 @@ from pathlib import Path
 from sqlmodel import Session
 
 from relay.core.config import RelayConfig
-from relay.core.refusals import Refused
+from relay.core.refusals import Refusal, Refused
 from relay.filters import Hit, Role, RuleSet
 from relay.message.parse import check_header, header_text, parse
 from relay.pipeline import decide, filtering, sender
@@ -59,10 +59,12 @@ class Outcome(enum.Enum):
 
 
 class TestFailed(Exception):
-    def __init__(self, problem: Problem, detail: str = "") -> None:
+    def __init__(self, problem: Problem, detail: str = "", refusal: Refusal | None = None) -> None:
         super().__init__(detail or problem.value)
         self.problem = problem
         self.detail = detail
+        self.refusal = refusal
+        """For ``REFUSED``: the relay's own refusal (``relay.core.refusals``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +129,7 @@ def run(reads: Session, raw: bytes, *, side: Role, rules: RuleSet, config: Relay
         )
         parsed = parse(raw, hostname=config.smtp.hostname, max_hops=config.smtp.max_hops)
     except Refused as exc:
-        raise TestFailed(Problem.REFUSED, str(exc)) from None
+        raise TestFailed(Problem.REFUSED, str(exc), exc.refusal) from None
     if not any(header_text(parsed.message, h) for h in ("From", "To", "Subject")):
         raise TestFailed(Problem.NOT_A_MESSAGE)
     try:
