@@ -10,6 +10,7 @@ something by its Content-Security-Policy, says it there.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from tests.helpers import relay_cli
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "console"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 PASSWORD = "a long console password"
@@ -102,6 +104,14 @@ class Browser:
         except Exception:
             return False
         return True
+
+
+def keep(shot: Path, name: str) -> None:
+    """A screenshot the README shows: copied to docs/console/ only when
+    ``RELAY_UPDATE_DOCS=1`` (a normal run leaves the working tree as it was)."""
+    if os.environ.get("RELAY_UPDATE_DOCS") == "1":
+        DOCS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, DOCS / (name if name.endswith(".png") else f"{name}.png"))
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,14 +25,13 @@ from relay.campaigns import rules
 from relay.campaigns.models import SendStatus
 from relay.core import clock
 from relay.storage import decisions
-from tests.browser import PASSWORD, Browser, add_user
+from tests.browser import PASSWORD, Browser, add_user, keep
 from tests.helpers import Sink, wait_idle, wait_until_async
 from tests.test_api import api, bearer, cfg_file, key
 from tests.test_api_campaigns import FOLLOWERS, brand_world, config, draft, ok
 
 __all__ = ["api", "cfg_file", "config"]  # fixtures, used by name
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "console"
 HOSTILE = '<img src=x onerror="alert(1)"><script>alert(2)</script>'
 
 
@@ -81,11 +79,6 @@ def show_month(browser: Browser, day: date) -> None:
 def pick(browser: Browser, day: date) -> None:
     browser.find(f"label[for=day-{day}]").click()
     assert browser.find(f"#day-{day}").is_selected()
-
-
-def keep(shot: Path, name: str) -> None:
-    DOCS.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(shot, DOCS / f"{name}.png")
 
 
 async def test_a_brand_drafts_on_the_calendar_and_moderation_decides(

@@ -8,7 +8,11 @@ in a browser, in English, Vietnamese or Tagalog, on the API's application at ``/
 - ``pages``: sign-in, sign-out, the language picker, each role's home;
 - ``brand``: a brand's campaigns (with ``month``, the start-date calendar), followers,
   products and promotions; ``review``: the moderators' campaign review queue;
-- ``wording``: the campaign rules' English sentences in the reader's language.
+- ``wording``: the campaign rules' English sentences in the reader's language;
+- ``quarantine_pages``, ``archive_pages``, ``rules_pages``, ``health_page``: the
+  moderators' pages (``mailview``: a message as text only; ``ruletester``: the
+  rules tried on a message without sending or writing; ``modlabels``: the
+  relay's English words in the reader's language).
 
 May import: everything the API may, and ``relay.api``.
 """
@@ -24,7 +28,15 @@ from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from relay.console import brand, pages, review
+from relay.console import (
+    archive_pages,
+    brand,
+    health_page,
+    pages,
+    quarantine_pages,
+    review,
+    rules_pages,
+)
 from relay.console.web import (
     Refusal,
     SecurityHeaders,
@@ -36,7 +48,15 @@ from relay.console.web import (
 )
 
 STATIC = Path(__file__).resolve().parent / "static"
-ROUTERS = (pages.router, brand.router, review.router)
+ROUTERS = (
+    pages.router,
+    brand.router,
+    review.router,
+    quarantine_pages.router,
+    archive_pages.router,
+    rules_pages.router,
+    health_page.router,
+)
 """Every router of the console, mounted at ``/``."""
 
 
