@@ -20,6 +20,7 @@ import pytest_asyncio
 from fastapi.routing import APIRoute
 
 from relay.api.app import PREFIX, ROUTERS
+from relay.api.auth import KeyCache
 from relay.app import Relay
 from relay.core.config import RelayConfig
 from tests.helpers import Sink, build, config_file, relay_cli, send
@@ -192,6 +193,18 @@ async def test_each_scope_sees_only_its_own(
     )
     assert revoked.json() == {"id": seller_key["id"], "revoked": True}
     problem(await api.get(f"/sellers/{mine}", headers=bearer(seller)), 401, "unauthorized")
+
+
+async def test_a_key_revoked_right_after_use_is_refused_within_the_cache_ttl(
+    relay: Relay, api: httpx.AsyncClient, cfg_file: Path
+) -> None:
+    admin = await asyncio.to_thread(key, cfg_file, "admin")
+    problem(await api.get("/sellers/999", headers=bearer(admin)), 404, "not-found")  # kept
+    listed = await asyncio.to_thread(relay_cli, "-c", str(cfg_file), "api-key", "list", "--json")
+    (admin_id,) = [k["id"] for k in listed.json() if k["scope"] == "admin"]
+    await asyncio.to_thread(relay_cli, "-c", str(cfg_file), "api-key", "revoke", str(admin_id))
+    await asyncio.sleep(KeyCache.TTL)
+    problem(await api.get("/sellers/999", headers=bearer(admin)), 401, "unauthorized")
 
 
 async def test_a_seller_key_updates_its_own_seller(

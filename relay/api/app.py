@@ -16,7 +16,7 @@ from fastapi import APIRouter, FastAPI, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from relay.api import archive, campaigns, catalog, directory, problems, promotions, responses
-from relay.api.auth import Admin, RateLimit
+from relay.api.auth import Admin, KeyCache, RateLimit
 from relay.api.problems import Kind, Problem
 from relay.core.config import RelayConfig
 from relay.ops.health import check
@@ -105,6 +105,7 @@ def create_app(config: RelayConfig, db: Database) -> FastAPI:
     app.state.config = config
     app.state.db = db
     app.state.rate_limit = RateLimit(config.api.requests_per_minute)
+    app.state.keys = KeyCache(db)
     problems.install(app)
     for router in ROUTERS:
         app.include_router(router, prefix=PREFIX)

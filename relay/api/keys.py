@@ -60,7 +60,8 @@ def listed(session: Session) -> list[KeyInfo]:
 
 
 def revoke(session: Session, key_id: int) -> KeyInfo:
-    """Revoke a key (at once: the next request with it gets 401); raises NotFound."""
+    """Revoke a key (a request with it gets 401 from then on, or within
+    ``relay.api.auth.KeyCache.TTL`` where it was just used); raises NotFound."""
     row = session.get(ApiKey, key_id)
     if row is None:
         raise NotFound(f"no API key with id {key_id}")
