@@ -175,47 +175,22 @@ async def create_order(
     # The marketplace's busiest call: a coroutine that waits for the writer
     # thread (db.awrite) instead of a pool thread that waits for it.
     domain = _domain(request)
-
-    def out(order_id: str, conv: Conversation) -> OrderOut:
-        assert conv.id is not None
-        return OrderOut(
-            order_id=order_id,
-            conversation_id=conv.id,
-            buyer_token=f"{conv.buyer_token}@{domain}",
-            seller_token=f"{conv.seller_token}@{domain}",
-        )
-
-    def same(s: Session) -> OrderOut | None:
-        found = directory.find_order(s, body.order_id)
-        if found is None:
-            return None
-        order, conv, buyer = found
-        if conv.seller_id != body.seller_id or buyer.email != directory.normalize_email(
-            body.buyer_email
-        ):
-            raise directory.Conflict(
-                f"order {order.id} already exists, for another buyer or seller"
-            )
-        return out(order.id, conv)
-
-    def run(s: Session) -> tuple[OrderOut, bool]:
-        again = same(s)
-        if again is not None:
-            return again, False
-        order, conv = directory.add_order(
-            s,
-            body.order_id,
-            buyer_email=body.buyer_email,
-            buyer_name=body.buyer_name,
-            seller_id=body.seller_id,
-            categories=body.categories,
-        )
-        return out(order.id, conv), True
-
-    result, created = await _db(request).awrite(run)
-    if not created:
+    placed = await _db(request).awrite(
+        directory.place_order,
+        body.order_id,
+        buyer_email=body.buyer_email,
+        buyer_name=body.buyer_name,
+        seller_id=body.seller_id,
+        categories=body.categories,
+    )
+    if not placed.created:
         response.status_code = 200
-    return result
+    return OrderOut(
+        order_id=placed.order_id,
+        conversation_id=placed.conversation_id,
+        buyer_token=f"{placed.buyer_token}@{domain}",
+        seller_token=f"{placed.seller_token}@{domain}",
+    )
 
 
 def _opt(request: Request, email: str, value: bool) -> OptOutOut:
