@@ -255,6 +255,10 @@ _PLACED = (
     .join(_BUYERS, _BUYERS.c.id == _CONVERSATIONS.c.buyer_id)
     .where(_CONVERSATIONS.c.id == bindparam("conversation_id"))
 )
+_NEW_BUYER = insert(_BUYERS)
+_NEW_CONVERSATION = insert(_CONVERSATIONS)
+_NEW_ORDER = insert(_ORDERS)
+"""Built once: the values come as parameters, so each INSERT is compiled once."""
 _CONVERSATION_OF = core_select(
     _CONVERSATIONS.c.id, _CONVERSATIONS.c.buyer_token, _CONVERSATIONS.c.seller_token
 ).where(
@@ -312,7 +316,7 @@ def place_order(
     now = utcnow()
     conv: tuple[int, str, str] | None = None
     if buyer_id is None:
-        buyer_id = _inserted(conn, insert(_BUYERS).values(email=email, name=name, created_at=now))
+        buyer_id = _inserted(conn, _NEW_BUYER, email=email, name=name, created_at=now)
     else:
         if name and name != known_name:
             conn.execute(update(_BUYERS).where(_BUYERS.c.id == buyer_id).values(name=name))
@@ -322,29 +326,27 @@ def place_order(
         tokens = new_token(), new_token()
         conv_id = _inserted(
             conn,
-            insert(_CONVERSATIONS).values(
-                buyer_id=buyer_id,
-                seller_id=seller_id,
-                buyer_token=tokens[0],
-                seller_token=tokens[1],
-                created_at=now,
-            ),
+            _NEW_CONVERSATION,
+            buyer_id=buyer_id,
+            seller_id=seller_id,
+            buyer_token=tokens[0],
+            seller_token=tokens[1],
+            created_at=now,
         )
         conv = (conv_id, *tokens)
     cats = " ".join(sorted({c.strip().lower() for c in categories if c.strip()}))
     try:
         conn.execute(
-            insert(_ORDERS).values(
-                id=order_id, conversation_id=conv[0], categories=cats, created_at=now
-            )
+            _NEW_ORDER,
+            {"id": order_id, "conversation_id": conv[0], "categories": cats, "created_at": now},
         )
     except IntegrityError:
         raise Conflict(f"order {order_id} already exists") from None
     return PlacedOrder(order_id, conv[0], conv[1], conv[2], created=True)
 
 
-def _inserted(conn: Connection, statement: Insert) -> int:
-    key = conn.execute(statement).inserted_primary_key
+def _inserted(conn: Connection, statement: Insert, **values: object) -> int:
+    key = conn.execute(statement, values).inserted_primary_key
     assert key is not None
     return int(key[0])
 
