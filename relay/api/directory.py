@@ -16,7 +16,8 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from sqlmodel import Session
 
-from relay.api.auth import Admin, Caller
+from relay.api import keys
+from relay.api.auth import INVALID, Admin, AdminWriter, Caller, KeyCache
 from relay.api.problems import Kind, Problem
 from relay.api.scopes import Scope
 from relay.ops import response_times
@@ -167,7 +168,7 @@ def update_seller(seller_id: int, body: SellerChange, request: Request, scope: C
     tags=["directory"],
 )
 async def create_order(
-    body: NewOrder, request: Request, response: Response, _scope: Admin
+    body: NewOrder, request: Request, response: Response, key_id: AdminWriter
 ) -> OrderOut:
     """Register an order: creates the buyer and the conversation as needed and
     returns its tokens.  The same order sent again (same buyer, same seller) is
@@ -175,14 +176,24 @@ async def create_order(
     # The marketplace's busiest call: a coroutine that waits for the writer
     # thread (db.awrite) instead of a pool thread that waits for it.
     domain = _domain(request)
-    placed = await _db(request).awrite(
-        directory.place_order,
-        body.order_id,
-        buyer_email=body.buyer_email,
-        buyer_name=body.buyer_name,
-        seller_id=body.seller_id,
-        categories=body.categories,
-    )
+
+    def run(s: Session) -> directory.PlacedOrder:
+        keys.check_unrevoked(s, key_id)  # the key's scope came from a cache
+        return directory.place_order(
+            s,
+            body.order_id,
+            buyer_email=body.buyer_email,
+            buyer_name=body.buyer_name,
+            seller_id=body.seller_id,
+            categories=body.categories,
+        )
+
+    try:
+        placed = await _db(request).awrite(run)
+    except keys.Revoked:
+        cache: KeyCache = request.app.state.keys
+        cache.forget(key_id)
+        raise Problem(Kind.UNAUTHORIZED, INVALID) from None
     if not placed.created:
         response.status_code = 200
     return OrderOut(

@@ -92,7 +92,7 @@ def api_key_list(ctx: Context) -> None:
 @pass_ctx
 @handled
 def api_key_revoke(ctx: Context, key_id: int) -> None:
-    """Revoke a key: requests with it are refused (401), within half a second."""
+    """Revoke a key: the next request with it is refused (401)."""
     info = write(ctx, keys.revoke, key_id)
     emit(ctx, {"id": info.id, "revoked": True}, [f"key {info.id} ({info.scope}) revoked"])
 
