@@ -51,8 +51,10 @@ class KeyCache:
     a created order.  An entry may outlive the key's revocation, by
     ``relay api-key revoke`` in another process: only routes whose write job
     checks the key again in its transaction may trust it, and the entry is
-    dropped when that check fails.  Unknown and revoked keys are never kept,
-    so a new key works at once and a wrong one is looked up every time.
+    dropped when that check fails.  Only admin keys are kept (the only ones
+    ``admin_writer`` lets through): a revoked seller key must get its 401, not
+    a 403.  Unknown and revoked keys are never kept, so a new key works at
+    once and a wrong one is looked up every time.
     Requests that miss together share one lookup.  One per app, used from the
     event loop that serves it.
     """
@@ -86,7 +88,7 @@ class KeyCache:
         if done.cancelled() or done.exception() is not None:
             return
         found = done.result()
-        if found is None:
+        if found is None or not found[1].is_admin:
             return
         if len(self._valid) > 10_000:  # only valid keys get here: a bound, not a policy
             self._valid.clear()
