@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	       || { echo "please install libmagic (Debian/Ubuntu: apt-get install libmagic1)"; exit 1; }; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,fast]'
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -19,10 +19,12 @@ import pytest
 import pytest_asyncio
 from fastapi.routing import APIRoute
 from openapi_spec_validator import validate
+from sqlmodel import select
 
 from relay.api.app import PREFIX, ROUTERS
 from relay.app import Relay
 from relay.core.config import RelayConfig
+from relay.storage.models import Order
 from tests.helpers import Sink, build, config_file, relay_cli, send
 
 PROBLEM = "application/problem+json"
@@ -193,6 +195,22 @@ async def test_each_scope_sees_only_its_own(
     )
     assert revoked.json() == {"id": seller_key["id"], "revoked": True}
     problem(await api.get(f"/sellers/{mine}", headers=bearer(seller)), 401, "unauthorized")
+
+
+async def test_a_key_revoked_right_after_creating_an_order_creates_no_more(
+    relay: Relay, api: httpx.AsyncClient, cfg_file: Path
+) -> None:
+    admin = await asyncio.to_thread(key, cfg_file, "admin")
+    seller_id, _order = await seller_and_order(api, admin)  # its scope is cached now
+    listed = await asyncio.to_thread(relay_cli, "-c", str(cfg_file), "api-key", "list", "--json")
+    (admin_id,) = [k["id"] for k in listed.json() if k["scope"] == "admin"]
+    await asyncio.to_thread(relay_cli, "-c", str(cfg_file), "api-key", "revoke", str(admin_id))
+    for order_id in ("ORD-1", "ORD-2"):  # the same order again, and a new one
+        again = {"order_id": order_id, "buyer_email": MARIA, "seller_id": seller_id}
+        problem(await api.post("/orders", json=again, headers=bearer(admin)), 401, "unauthorized")
+    problem(await api.get(f"/sellers/{seller_id}", headers=bearer(admin)), 401, "unauthorized")
+    assert relay.db.call(lambda s: s.exec(select(Order)).all())[0].id == "ORD-1"
+    assert len(relay.db.call(lambda s: s.exec(select(Order)).all())) == 1
 
 
 async def test_a_seller_key_updates_its_own_seller(

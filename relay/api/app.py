@@ -25,7 +25,7 @@ from relay.api import (
     responses,
     webhooks,
 )
-from relay.api.auth import Admin, RateLimit
+from relay.api.auth import Admin, KeyCache, RateLimit
 from relay.api.problems import Kind, Problem
 from relay.core.config import RelayConfig
 from relay.ops.health import check
@@ -115,6 +115,7 @@ def create_app(config: RelayConfig, db: Database) -> FastAPI:
     app.state.config = config
     app.state.db = db
     app.state.rate_limit = RateLimit(config.api.requests_per_minute)
+    app.state.keys = KeyCache(db)
     problems.install(app)
     for router in ROUTERS:
         app.include_router(router, prefix=PREFIX)

@@ -12,6 +12,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
+import sqlalchemy
 from sqlmodel import Session, col, select
 
 from relay.core.scopes import Scope
@@ -78,3 +79,27 @@ def scope_of(session: Session, key: str) -> tuple[int, Scope] | None:
     if row is None or row.revoked_at is not None or row.id is None:
         return None
     return row.id, Scope.parse(row.scope)
+
+
+_REVOKED_AT = sqlalchemy.select(ApiKey.__table__.c.revoked_at).where(  # type: ignore[attr-defined]
+    ApiKey.__table__.c.id == sqlalchemy.bindparam("key_id")  # type: ignore[attr-defined]
+)
+
+
+def check_unrevoked(session: Session, key_id: int) -> None:
+    """Raises Revoked unless key ``key_id`` exists and is not revoked.
+
+    For a write job whose caller's key came from ``auth.KeyCache``: in the
+    job's transaction, so that no write is made with a key whose revocation
+    was committed before it."""
+    row = session.connection().execute(_REVOKED_AT, {"key_id": key_id}).first()
+    if row is None or row[0] is not None:
+        raise Revoked(key_id)
+
+
+class Revoked(Exception):
+    """The key was revoked (or deleted) since the caller's scope was read."""
+
+    def __init__(self, key_id: int) -> None:
+        super().__init__(f"API key {key_id} is revoked")
+        self.key_id = key_id

@@ -5,6 +5,13 @@ does, once), and ``relay api`` runs one alone for operators who scale the API
 apart from the mail.  In its own thread the API's requests never wait for, or
 delay, the SMTP event loop; its routes' database work runs in the framework's
 thread pool.
+
+The loop is uvloop's when it is installed (``pip install
+'marketplace-relay[fast]'``): the route's coroutine is woken by the database
+writer thread for every request, and uvloop's cross-thread wake-up and its
+transports nearly doubled the orders per second (docs/performance.md, "The
+HTTP API").  Requests are parsed by h11 whatever is installed: uvicorn would
+pick httptools if present, which has no limit on the size of a request's head.
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ class ApiServer:
                 app,
                 log_config=None,
                 access_log=False,
+                http="h11",  # its incomplete-event limit bounds a request's head
                 lifespan="off",
                 timeout_keep_alive=5,
                 limit_concurrency=200,
@@ -69,10 +77,21 @@ class ApiServer:
         log.info("HTTP API on %s/api/v1/", self.base_url)
 
     def _run(self) -> None:
-        asyncio.run(self.server.serve(sockets=[self.sock]))
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            runner.run(self.server.serve(sockets=[self.sock]))
 
     def stop(self, timeout: float = 10.0) -> None:
         self.server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout)
         self.sock.close()
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop if it is installed, else None: asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
