@@ -5,7 +5,8 @@ in a browser, in English, Vietnamese or Tagalog, on the API's application at ``/
 - ``sessions``: session cookies (only their hashes kept) and CSRF tokens;
 - ``i18n``: the gettext catalogues and the locale's dates and numbers;
 - ``web``: what every page shares: the visitor, rendering, the security headers;
-- ``pages``: sign-in, sign-out, the language picker, each role's home.
+- ``pages``: sign-in, sign-out, the language picker, each role's home;
+- ``responses``: the seller's response-time dashboard.
 
 May import: everything the API may, and ``relay.api``.
 """
@@ -21,7 +22,7 @@ from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from relay.console import pages
+from relay.console import pages, responses
 from relay.console.web import (
     Refusal,
     SecurityHeaders,
@@ -33,7 +34,7 @@ from relay.console.web import (
 )
 
 STATIC = Path(__file__).resolve().parent / "static"
-ROUTERS = (pages.router,)
+ROUTERS = (pages.router, responses.router)
 """Every router of the console, mounted at ``/``."""
 
 
