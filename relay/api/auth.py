@@ -46,6 +46,7 @@ def caller(request: Request, authorization: Annotated[str | None, Header()] = No
     if found is None:
         raise Problem(Kind.UNAUTHORIZED, "the key is not valid (unknown or revoked)")
     key_id, scope = found
+    request.state.api_key_id = key_id  # the decisions' log names the key
     limit: RateLimit = request.app.state.rate_limit
     wait = limit.wait(key_id)
     if wait > 0:
