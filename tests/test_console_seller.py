@@ -8,19 +8,23 @@ says about the same data (the CLI runs in this process, on the same clock).
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 from selenium.webdriver.common.by import By
+from sqlmodel import Session, select
 
 from relay.app import Relay
 from relay.console import i18n
 from relay.core import clock
 from relay.core.config import RelayConfig
 from relay.ops import response_times
+from relay.storage.models import ResponseMark
 from tests import test_api
-from tests.browser import Browser, add_user
+from tests.browser import PASSWORD, Browser, add_user
 from tests.helpers import Parties, Sink, buyer_writes, register, seller_writes
 from tests.test_responses import Cli, another_buyer
 
@@ -209,3 +213,43 @@ async def test_a_seller_sees_only_its_own_dashboard(
     assert browser.wait_for("#seller-name").text == "Other <Shop>"
     browser.go("/responses?seller=99999")
     assert "There is no such page." in browser.find("p.error").text
+
+
+async def test_no_response_needed_only_on_the_sellers_own_conversations(
+    relay: Relay, parties: Parties, cfg_file: Path
+) -> None:
+    """The form's POST, as any client could send it: another seller's conversation
+    is a 404 and marks nothing; a POST without the session's CSRF token is a 403."""
+    other = register(
+        relay,
+        buyer="eve@buyer.example",
+        seller=("desk@other.example",),
+        seller_name="Other",
+        order_id="ORD-9",
+    )
+    await asyncio.to_thread(add_user, cfg_file, "shop", f"seller:{parties.seller_id}")
+    assert relay.api is not None
+    async with httpx.AsyncClient(base_url=relay.api.base_url) as http:
+        login = await http.get("/login")
+        token = re.search(r'name="csrf" value="([^"]+)"', login.text)
+        assert token is not None
+        data = {"csrf": token.group(1), "username": "shop", "password": PASSWORD}
+        assert (await http.post("/login", data=data)).status_code == 303
+        page = await http.get("/responses")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert page.status_code == 200 and csrf is not None
+
+        def mark(conversation_id: int) -> str:
+            return f"/responses/conversations/{conversation_id}/no-response-needed"
+
+        theirs = await http.post(mark(other.conversation_id), data={"csrf": csrf.group(1)})
+        assert theirs.status_code == 404 and "There is no such conversation." in theirs.text
+        forged = await http.post(mark(parties.conversation_id), data={"csrf": "forged"})
+        assert forged.status_code == 403
+        own = await http.post(mark(parties.conversation_id), data={"csrf": csrf.group(1)})
+        assert own.status_code == 303 and own.headers["location"] == "/responses?done=0"
+
+    def marks(s: Session) -> list[int]:
+        return [m.conversation_id for m in s.exec(select(ResponseMark)).all()]
+
+    assert relay.db.call(marks) == [parties.conversation_id]
