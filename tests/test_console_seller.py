@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 from sqlmodel import Session, select
 
 from relay.app import Relay
@@ -161,8 +162,8 @@ async def test_the_dashboard_shows_what_relay_responses_says(
     field = browser.find("#since")
     browser.driver.execute_script("arguments[0].value = arguments[1]", field, day)
     browser.find("#since-show").click()
+    WebDriverWait(browser.driver, 10).until(lambda d: f"since={day}" in d.current_url)
     browser.wait_for("#share")
-    assert f"since={day}" in browser.driver.current_url
     assert shown(browser) == expected(await cli.json("responses", "--seller", sid, "--since", day))
     browser.go("/responses")
 
@@ -203,6 +204,11 @@ async def test_a_seller_sees_only_its_own_dashboard(
     browser.go(f"/responses?seller={parties.seller_id}")  # its own id is fine
     assert browser.find("#seller-name").text == "Hà Nội Crafts"
     assert browser.find("#nothing-waiting")
+    # The trend's length: 8 weeks unless asked (4 to 26).
+    assert response_times_weeks(browser) == 8
+    for asked, weeks in (("12", 12), ("2", 4), ("99", 26), ("many", 8)):
+        browser.go(f"/responses?weeks={asked}")
+        assert response_times_weeks(browser) == weeks
     browser.sign_out()
 
     # A moderator picks any seller, from the list or by number.

@@ -23,7 +23,6 @@ from fastapi.responses import Response
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
-from relay.api.directory import _conversation as visible_conversation
 from relay.console.accounts import Account, ConsoleRole
 from relay.console.i18n import Formats
 from relay.console.web import Refusal, Visitor, db_of, need, posted, redirect, render, visitor
@@ -31,7 +30,8 @@ from relay.core import clock
 from relay.core.clock import as_utc
 from relay.ops import response_times
 from relay.ops.response_times import SellerResponses, Waiting, WeekFigures
-from relay.storage.directory import DirectoryError
+from relay.storage.directory import DirectoryError, NotFound
+from relay.storage.models import Conversation
 
 router = APIRouter(include_in_schema=False)
 Who = Depends(visitor)
@@ -117,7 +117,7 @@ def _dashboard(
     )
 
 
-def _seller_of(request: Request, who: Visitor, account: Account, asked: str | None) -> int | None:
+def _seller_of(who: Visitor, account: Account, asked: str | None) -> int | None:
     """The seller shown: a seller's own (another's id is a 404); for admins and
     moderators the one asked for, or None (the list of every seller)."""
     wanted: int | None = None
@@ -147,12 +147,13 @@ async def dashboard(
     who: Visitor = Who,
     seller: str | None = None,
     since: str | None = None,
-    weeks: int = WEEKS,
+    weeks: str | None = None,
 ) -> Response:
     account = need(request, who, _sees_responses)
-    seller_id = _seller_of(request, who, account, seller)
+    seller_id = _seller_of(who, account, seller)
     start = _since(who, since)
-    weeks = min(max(weeks, 4), 26)
+    span = int(weeks) if weeks and weeks.isascii() and weeks.isdigit() else WEEKS
+    span = min(max(span, 4), 26)
     db = db_of(request)
     now = clock.now()
     if seller_id is None:
@@ -168,7 +169,7 @@ async def dashboard(
             duration=duration,
         )
     try:
-        board = await run_in_threadpool(db.call, _dashboard, seller_id, start, weeks, now)
+        board = await run_in_threadpool(db.call, _dashboard, seller_id, start, span, now)
     except DirectoryError:
         raise Refusal(404, who._("There is no such page.")) from None
     return render(
@@ -183,7 +184,7 @@ async def dashboard(
         waiting=_by_conversation(board.waiting),
         now=as_utc(now),
         since=since or "",
-        weeks=weeks,
+        weeks=span,
         duration=duration,
         done=request.query_params.get("done", ""),
     )
@@ -207,7 +208,10 @@ async def no_response_needed(
     scope = account.scope
 
     def run(s: Session) -> tuple[int, int]:
-        conversation = visible_conversation(s, scope, conversation_id)
+        # The API's check: another seller's conversation is as unknown as a missing one.
+        conversation = s.get(Conversation, conversation_id)
+        if conversation is None or not scope.sees_seller(conversation.seller_id):
+            raise NotFound(f"no conversation with id {conversation_id}")
         stopped = response_times.mark_no_response_needed(s, conversation_id)
         return conversation.seller_id, stopped
 
