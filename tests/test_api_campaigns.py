@@ -76,6 +76,9 @@ def instants(campaign: dict[str, Any]) -> dict[str, Any]:
         **campaign,
         "window": {k: datetime.fromisoformat(v) for k, v in campaign["window"].items()},
         "history": [{**h, "at": datetime.fromisoformat(h["at"])} for h in campaign["history"]],
+        "decisions": [
+            {**d, "at": datetime.fromisoformat(d["at"])} for d in campaign.get("decisions") or []
+        ],
     }
 
 
@@ -217,7 +220,11 @@ async def test_a_campaign_over_the_api_from_draft_to_delivery(
     shown_cli = await asyncio.to_thread(
         relay_cli, "-c", str(cfg_file), "campaign", "show", str(campaign_id), "--json"
     )
-    assert instants(final) == instants({**shown_cli.json(), "withdrawn_now": None})
+    # The same, but the brand is not told which admin key moderated it.
+    cli_view = shown_cli.json()
+    assert [d["actor"] for d in cli_view["decisions"]] == ["api-key:1"]
+    hidden = [{**d, "actor": "moderation"} for d in cli_view["decisions"]]
+    assert instants(final) == instants({**cli_view, "decisions": hidden, "withdrawn_now": None})
     listed = await ok(api.get("/campaigns", headers=bearer(brand)))
     assert [c["campaign_id"] for c in listed] == [campaign_id] and listed[0]["history"] is None
 

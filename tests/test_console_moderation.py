@@ -172,7 +172,7 @@ async def test_a_hostile_message_is_previewed_as_text_and_released(
     assert "console:mai" in browser.find("ul.decisions").text
     (got,) = await sink.wait_for(1)
     assert parties.buyer in got.rcpt_tos and b"alert(2)" in got.data
-    assert await asyncio.to_thread(decided, relay, held) == [("console:mai", "release")]
+    assert await asyncio.to_thread(decided, relay, held) == [("console:mai", "quarantine.release")]
     await wait_idle(relay)
     assert (await cli(cfg_file, "archive", "show", str(held)))["status_reason"] == (
         "released from quarantine"
@@ -207,7 +207,7 @@ async def test_a_held_message_is_rejected_and_its_sender_told(
     notice = " ".join(sink.to(parties.seller)[0].message.get_content().split())
     assert "Messages sent with bulk-mail tools are not passed on." in notice
     assert sink.to(parties.buyer) == []
-    assert await asyncio.to_thread(decided, relay, held) == [("console:lan", "reject")]
+    assert await asyncio.to_thread(decided, relay, held) == [("console:lan", "quarantine.reject")]
 
     # Deciding again is refused with a page that says why; nothing more is logged.
     browser.go(f"/quarantine/{held}")
@@ -223,7 +223,7 @@ async def test_a_held_message_is_rejected_and_its_sender_told(
         assert again.status_code == 409 and "no longer held" in again.text
         forged = await http.post(f"/quarantine/{held}/release", data={"csrf": "forged"})
         assert forged.status_code == 403
-    assert await asyncio.to_thread(decided, relay, held) == [("console:lan", "reject")]
+    assert await asyncio.to_thread(decided, relay, held) == [("console:lan", "quarantine.reject")]
 
 
 async def test_a_rules_file_that_does_not_load_is_said(

@@ -14,7 +14,8 @@
 - ``promotions``: promotions and their moderation, shopping events;
 - ``campaigns``: brand campaigns from draft through review to their report, and
   the date picker's calendar;
-- ``webhooks``: registering the endpoints that events are sent to.
+- ``webhooks``: registering the endpoints that events are sent to;
+- ``decided``: the decisions' log as the API writes (``api-key:ID``) and answers it.
 
 May import: ``relay.core``, ``relay.storage``, ``relay.message``, ``relay.filters``,
 ``relay.delivery``, ``relay.campaigns``, ``relay.pipeline``, ``relay.ops``,

@@ -32,6 +32,7 @@ from pydantic import BaseModel
 from sqlmodel import Session
 
 from relay.api.auth import Admin, Caller
+from relay.api.decided import DecisionOut, actor
 from relay.api.problems import Kind, Problem
 from relay.core.config import RelayConfig
 from relay.core.scopes import Role, Scope
@@ -41,6 +42,7 @@ from relay.message.tokenizer import AddressMap
 from relay.ops.response_times import parse_since
 from relay.pipeline import quarantine
 from relay.storage import archive as archive_mod
+from relay.storage import decisions
 from relay.storage.archive import Archive
 from relay.storage.db import Database
 from relay.storage.models import (
@@ -120,6 +122,8 @@ class ArchiveDetail(ArchiveEntry):
     delivered_copy: bool
     """Whether the message as delivered is stored (admin: ``GET .../delivered``)."""
     deliveries: list[DeliveryRecord]
+    decisions: list[DecisionOut] | None = None
+    """Who released or rejected it from quarantine; admin keys only (else null)."""
 
 
 class QueueEntry(BaseModel):
@@ -318,6 +322,8 @@ def show_archive(message_id: int, request: Request, scope: Caller) -> ArchiveDet
         detail = _visible(s, scope, message_id)
         detail["received_copy"] = detail["received_copy"] is not None
         detail["delivered_copy"] = detail["delivered_copy"] is not None
+        if not scope.is_admin:
+            detail["decisions"] = None
         return detail if scope.is_admin else Masks(s, domain).apply(detail)
 
     return ArchiveDetail.model_validate(_db(request).call(run))
@@ -378,7 +384,13 @@ def _decide(request: Request, message_id: int, *, release: bool) -> Decision:
     config = _config(request)
     rules = load_rules(config.filters.rules)
     archive = Archive(config.archive.path)
-    decide = quarantine.release if release else quarantine.reject
+    Action = decisions.Action
+    decide = decisions.recorded(
+        quarantine.release if release else quarantine.reject,
+        actor=actor(request),
+        action=Action.QUARANTINE_RELEASE if release else Action.QUARANTINE_REJECT,
+        subject=decisions.message_subject(message_id),
+    )
     outcome = _db(request).write(decide, message_id, config=config, archive=archive, rules=rules)
     return Decision(message_id=message_id, status=MessageStatus(outcome.status))
 

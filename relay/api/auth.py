@@ -106,6 +106,7 @@ INVALID = "the key is not valid (unknown or revoked)"
 
 
 def _limited(request: Request, key_id: int) -> None:
+    request.state.api_key_id = key_id  # the decisions' log names the key
     limit: RateLimit = request.app.state.rate_limit
     wait = limit.wait(key_id)
     if wait > 0:

@@ -24,12 +24,14 @@ from sqlmodel import Session
 
 from relay.api.auth import Admin, Caller
 from relay.api.catalog import AsText, IsoDate, brands_role, db, visible_brand, visible_promotion
+from relay.api.decided import DecisionOut, actor
 from relay.api.directory import Body
 from relay.api.problems import Kind, Problem
 from relay.campaigns import calendar, lifecycle, report
 from relay.campaigns.models import Campaign, CampaignKind, CampaignStatus
 from relay.core import clock
 from relay.core.scopes import Scope
+from relay.storage import decisions
 from relay.storage.directory import NotFound
 
 router = APIRouter(tags=["campaigns"])
@@ -121,6 +123,8 @@ class CampaignOut(BaseModel):
     report: Report
     withdrawn_now: int | None = None
     """After a cancel: the messages that will not be sent."""
+    decisions: list[DecisionOut] | None = None
+    """Moderation's decisions, on ``GET /campaigns/{id}``: who (for admin keys) and when."""
 
 
 class Collision(BaseModel):
@@ -228,6 +232,7 @@ def review_campaign(
     campaign_id: int, body: Decision, request: Request, scope: Admin
 ) -> CampaignOut:
     """Moderation's decision on a campaign in review; a rejection is final."""
+    who = actor(request)
 
     def run(s: Session) -> CampaignOut:
         _campaign(s, scope, campaign_id)
@@ -237,6 +242,13 @@ def review_campaign(
             approve=body.decision == "approve",
             reason=body.reason,
             now=clock.now(),
+        )
+        decisions.record(
+            s,
+            actor=who,
+            action=decisions.Action(f"campaign.{body.decision}"),
+            subject=decisions.campaign_subject(campaign_id),
+            detail=body.reason,
         )
         return _show(s, campaign_id)
 
@@ -261,7 +273,11 @@ def read_campaign(campaign_id: int, request: Request, scope: Caller) -> Campaign
 
     def run(s: Session) -> CampaignOut:
         _campaign(s, scope, campaign_id)
-        return _show(s, campaign_id)
+        subject = decisions.campaign_subject(campaign_id)
+        made = decisions.listed(s, subject, with_actor=scope.is_admin)
+        return _show(s, campaign_id).model_copy(
+            update={"decisions": [DecisionOut.model_validate(d) for d in made]}
+        )
 
     return db(request).call(run)
 

@@ -27,12 +27,14 @@ from relay.api.catalog import (
     visible_brand,
     visible_promotion,
 )
+from relay.api.decided import actor
 from relay.api.directory import Body, Name
 from relay.api.problems import Kind, Problem
 from relay.campaigns import catalog
 from relay.campaigns.models import Product, Promotion, PromotionKind, PromotionStatus, ShoppingEvent
 from relay.core import clock
 from relay.core.scopes import Scope
+from relay.storage import decisions
 from relay.storage.directory import NotFound
 
 router = APIRouter(tags=["campaigns"])
@@ -137,11 +139,21 @@ def list_promotions(
 
 
 def _set_promotion(
-    request: Request, scope: Scope, promotion_id: int, status: PromotionStatus
+    request: Request,
+    scope: Scope,
+    promotion_id: int,
+    status: PromotionStatus,
+    decision: decisions.Action | None = None,
 ) -> PromotionChanged:
+    """``decision``: moderation's, logged with the key (a brand's cancel is not one)."""
+    who = actor(request)
+
     def run(s: Session) -> PromotionChanged:
         visible_promotion(s, scope, promotion_id)
         p, suspended = catalog.set_promotion_status(s, promotion_id, status)
+        if decision is not None:
+            subject = decisions.promotion_subject(promotion_id)
+            decisions.record(s, actor=who, action=decision, subject=subject)
         return PromotionChanged(**_promotion_out(p).model_dump(), suspended_campaigns=suspended)
 
     return db(request).write(run)
@@ -150,14 +162,18 @@ def _set_promotion(
 @router.post("/promotions/{promotion_id}/approve", response_model=PromotionChanged)
 def approve_promotion(promotion_id: int, request: Request, scope: Admin) -> PromotionChanged:
     """Moderation approves a pending promotion: campaigns may show it."""
-    return _set_promotion(request, scope, promotion_id, PromotionStatus.APPROVED)
+    return _set_promotion(
+        request, scope, promotion_id, PromotionStatus.APPROVED, decisions.Action.PROMOTION_APPROVE
+    )
 
 
 @router.post("/promotions/{promotion_id}/reject", response_model=PromotionChanged)
 def reject_promotion(promotion_id: int, request: Request, scope: Admin) -> PromotionChanged:
     """Moderation rejects a promotion: a campaign showing it that has not started
     is suspended; refused while such a campaign is sending."""
-    return _set_promotion(request, scope, promotion_id, PromotionStatus.REJECTED)
+    return _set_promotion(
+        request, scope, promotion_id, PromotionStatus.REJECTED, decisions.Action.PROMOTION_REJECT
+    )
 
 
 @router.post("/promotions/{promotion_id}/cancel", response_model=PromotionChanged)

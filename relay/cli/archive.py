@@ -23,6 +23,7 @@ from relay.cli.base import (
 from relay.delivery import spool
 from relay.filters import load_rules
 from relay.storage import archive as archive_mod
+from relay.storage import decisions
 from relay.storage.archive import Archive
 from relay.storage.models import DeliveryStatus, MessageStatus
 
@@ -102,7 +103,8 @@ def archive_show(ctx: Context, message_id: int, which: str | None) -> None:
             raise CliError(f"message {message_id} has no {which} copy")
         sys.stdout.buffer.write(Archive(ctx.config.archive.path).read(rel))
         return
-    lines = [f"{k}: {shown(v)}" for k, v in detail.items() if k not in ("rule_hits", "deliveries")]
+    lists = ("rule_hits", "deliveries", "decisions")
+    lines = [f"{k}: {shown(v)}" for k, v in detail.items() if k not in lists]
     lines += [
         f"rule hit: {h['rule_id']} ({h['action']}) in {h['where'] or 'message'}: {h['detail']}"
         for h in detail["rule_hits"]
@@ -113,6 +115,7 @@ def archive_show(ctx: Context, message_id: int, which: str | None) -> None:
             f" {plural(d['attempts'], 'attempt')}"
         )
         lines += [f"  {a['at']} {a['outcome']}: {a['reply']}" for a in d["history"]]
+    lines += [f"decision: {decisions.describe(d)}" for d in detail["decisions"]]
     emit(ctx, detail, lines)
 
 
@@ -191,7 +194,13 @@ def _decide(ctx: Context, message_id: int, release: bool) -> None:
     rules = load_rules(config.filters.rules)
     db = ctx.database()
     archive = Archive(config.archive.path)
-    decide = quarantine.release if release else quarantine.reject
+    Action = decisions.Action
+    decide = decisions.recorded(
+        quarantine.release if release else quarantine.reject,
+        actor=decisions.CLI,
+        action=Action.QUARANTINE_RELEASE if release else Action.QUARANTINE_REJECT,
+        subject=decisions.message_subject(message_id),
+    )
     outcome = db.call(decide, message_id, config=config, archive=archive, rules=rules)
     data = {"message_id": message_id, "status": outcome.status}
     emit(ctx, data, [f"message {message_id}: {outcome.status}"])

@@ -36,6 +36,7 @@ from relay.cli.base import (
     write,
 )
 from relay.core import clock
+from relay.storage import decisions
 from relay.storage.archive import Archive
 
 COLOURS = {"free": "green", "conflict": "red", "unavailable": "bright_black"}
@@ -252,6 +253,13 @@ def campaign_review(ctx: Context, campaign_id: int, decision: str | None, reason
         lifecycle.review(
             s, campaign_id, approve=decision == "approve", reason=reason, now=clock.now()
         )
+        decisions.record(
+            s,
+            actor=decisions.CLI,
+            action=decisions.Action(f"campaign.{decision}"),
+            subject=decisions.campaign_subject(campaign_id),
+            detail=reason,
+        )
         return _show(s, campaign_id)
 
     data = write(ctx, run)
@@ -281,9 +289,18 @@ def campaign_cancel(ctx: Context, campaign_id: int) -> None:
 @pass_ctx
 @handled
 def campaign_show(ctx: Context, campaign_id: int) -> None:
-    """A campaign, its status history and what became of its messages."""
-    data = read(ctx, _show, campaign_id)
-    emit(ctx, data, _campaign_lines(data))
+    """A campaign, its status history, moderation's decisions and what became of
+    its messages."""
+
+    def run(s: Session) -> dict[str, Any]:
+        shown = _show(s, campaign_id)
+        made = decisions.listed(s, decisions.campaign_subject(campaign_id))
+        return {**shown, "decisions": made}
+
+    data = read(ctx, run)
+    lines = _campaign_lines(data)
+    lines += [f"  decision: {decisions.describe(d)}" for d in data["decisions"]]
+    emit(ctx, data, lines)
 
 
 @campaign.command("list")

@@ -31,6 +31,7 @@ from relay.cli.base import (
     write,
 )
 from relay.core import clock
+from relay.storage import decisions
 
 
 def _promotion_json(p: Promotion) -> dict[str, Any]:
@@ -130,9 +131,16 @@ def promotion_add(
     emit(ctx, data, [f"promotion {data['promotion_id']}: {data['status']}"])
 
 
-def _set_promotion(ctx: Context, promotion_id: int, status: PromotionStatus) -> None:
+def _set_promotion(
+    ctx: Context, promotion_id: int, status: PromotionStatus, decision: decisions.Action | None
+) -> None:
+    """``decision``: moderation's, logged (a brand's cancel is not one)."""
+
     def run(s: Session) -> dict[str, Any]:
         p, suspended = catalog.set_promotion_status(s, promotion_id, status)
+        if decision is not None:
+            subject = decisions.promotion_subject(promotion_id)
+            decisions.record(s, actor=decisions.CLI, action=decision, subject=subject)
         return {**_promotion_json(p), "suspended_campaigns": suspended}
 
     data = write(ctx, run)
@@ -152,7 +160,9 @@ def _promotion_status_command(name: str, status: PromotionStatus, doc: str) -> N
     @pass_ctx
     @handled
     def command(ctx: Context, promotion_id: int) -> None:
-        _set_promotion(ctx, promotion_id, status)
+        moderation = f"promotion.{name}"
+        decision = decisions.Action(moderation) if moderation in set(decisions.Action) else None
+        _set_promotion(ctx, promotion_id, status, decision)
 
 
 _ENDS = (

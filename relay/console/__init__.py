@@ -6,13 +6,14 @@ in a browser, in English, Vietnamese or Tagalog, on the API's application at ``/
 - ``i18n``: the gettext catalogues and the locale's dates and numbers;
 - ``web``: what every page shares: the visitor, rendering, the security headers;
 - ``pages``: sign-in, sign-out, the language picker, each role's home;
-- ``brand``: a brand's campaigns (with ``month``, the start-date calendar), followers,
+- ``brand: a brand's campaigns (with ``month``, the start-date calendar), followers,
   products and promotions; ``review``: the moderators' campaign review queue;
 - ``wording``: the campaign rules' English sentences in the reader's language;
 - ``quarantine_pages``, ``archive_pages``, ``rules_pages``, ``health_page``: the
   moderators' pages (``mailview``: a message as text only; ``ruletester``: the
   rules tried on a message without sending or writing; ``modlabels``: the
-  relay's English words in the reader's language).
+  relay's English words in the reader's language);
+- ``responses``: the seller's response-time dashboard.
 
 May import: everything the API may, and ``relay.api``.
 """
@@ -34,6 +35,7 @@ from relay.console import (
     health_page,
     pages,
     quarantine_pages,
+    responses,
     review,
     rules_pages,
 )
@@ -56,6 +58,7 @@ ROUTERS = (
     archive_pages.router,
     rules_pages.router,
     health_page.router,
+    responses.router,
 )
 """Every router of the console, mounted at ``/``."""
 

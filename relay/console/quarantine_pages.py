@@ -44,11 +44,6 @@ def config_of(request: Request) -> RelayConfig:
     return config
 
 
-def subject_of(message_id: int) -> str:
-    """How the decisions' log names a message (``relay.storage.decisions``)."""
-    return f"message {message_id}"
-
-
 def parse_id(text: str | None) -> int | None:
     """A positive id from a query parameter; anything else is no id."""
     if text and text.isascii() and text.isdigit() and len(text) < 20 and 0 < int(text) < 2**63:
@@ -103,7 +98,7 @@ async def held_message(request: Request, number: str, who: Visitor = Who) -> Res
         detail = archive_mod.message_detail(s, message_id)
         if detail is None:
             return None
-        return detail, decisions.about(s, subject_of(message_id))
+        return detail, decisions.about(s, decisions.message_subject(message_id))
 
     found = await run_in_threadpool(db_of(request).call, run)
     if found is None:
@@ -152,8 +147,10 @@ def _decide(
     decisions.record(
         s,
         actor=actor,
-        action="release" if release else "reject",
-        subject=subject_of(message_id),
+        action=decisions.Action.QUARANTINE_RELEASE
+        if release
+        else decisions.Action.QUARANTINE_REJECT,
+        subject=decisions.message_subject(message_id),
         detail=f"status {outcome.status.value}",
     )
     return outcome

@@ -107,8 +107,10 @@ async def decide(request: Request, campaign_id: int, who: Visitor = Who) -> Resp
         decisions.record(
             s,
             actor=account.actor,
-            action="campaign.approve" if approve else "campaign.reject",
-            subject=f"campaign {campaign_id}",
+            action=decisions.Action.CAMPAIGN_APPROVE
+            if approve
+            else decisions.Action.CAMPAIGN_REJECT,
+            subject=decisions.campaign_subject(campaign_id),
             detail=reason,
         )
 

@@ -198,7 +198,11 @@ def _passed(msg: FromClause, direction: Direction) -> ColumnElement[bool]:
 
 
 def response_statement(
-    *, now: datetime, seller_id: int | None = None, since: datetime | None = None
+    *,
+    now: datetime,
+    seller_id: int | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> Select[Any]:
     """The one SELECT behind ``response_stats``: a row per seller."""
     message, conversation, mark_table, seller = (
@@ -247,6 +251,8 @@ def response_statement(
         starts = starts.where(conversation.c.seller_id == seller_id)
     if since is not None:
         starts = starts.where(m.c.created_at >= bindparam("since", as_utc(since), type_=time_type))
+    if until is not None:
+        starts = starts.where(m.c.created_at < bindparam("until", as_utc(until), type_=time_type))
     clocks = starts.cte("clocks")
 
     # 2. Its stop: the earlier of the two (a reply wins a tie).
@@ -387,17 +393,18 @@ def response_stats(
     now: datetime,
     seller_id: int | None = None,
     since: datetime | None = None,
+    until: datetime | None = None,
 ) -> list[SellerResponses]:
     """Response-time figures per seller, in seller id order.
 
     ``now`` times the open clocks (pass ``clock.now()``); ``since`` keeps the
-    buyer messages created at or after it.  Sellers without buyer messages are
-    left out, except the one asked for with ``seller_id``, which gets zeros; an
-    unknown ``seller_id`` raises NotFound (a DirectoryError).
+    buyer messages created at or after it, ``until`` those created before it.
+    Sellers without buyer messages are left out, except the one asked for with
+    ``seller_id``, which gets zeros; an unknown ``seller_id`` raises NotFound (a DirectoryError).
     """
     rows = (
         session.connection()
-        .execute(response_statement(now=now, seller_id=seller_id, since=since))
+        .execute(response_statement(now=now, seller_id=seller_id, since=since, until=until))
         .all()
     )
     if seller_id is not None and not rows:
@@ -508,9 +515,79 @@ def parse_since(text: str) -> datetime:
     return as_utc(value)
 
 
+@dataclass(frozen=True, slots=True)
+class WeekFigures:
+    """One week's buyer messages (Monday 00:00 UTC to the next) and their figures."""
+
+    start: datetime
+    figures: SellerResponses
+
+
+def week_start(moment: datetime) -> datetime:
+    """Monday 00:00 UTC of the week of ``moment``."""
+    day = as_utc(moment).replace(hour=0, minute=0, second=0, microsecond=0)
+    return day - timedelta(days=day.weekday())
+
+
+def weekly_stats(
+    session: Session, *, now: datetime, seller_id: int, weeks: int
+) -> list[WeekFigures]:
+    """One seller's figures for each of the last ``weeks`` weeks (this one last),
+    each over the buyer messages sent that week and timed up to ``now``: the
+    same query as ``response_stats`` with ``since``/``until`` windows, so a week's
+    share is what ``relay responses --since`` would say about those messages."""
+    this_week = week_start(now)
+    result = []
+    for back in range(weeks - 1, -1, -1):
+        start = this_week - timedelta(weeks=back)
+        (figures,) = response_stats(
+            session, now=now, seller_id=seller_id, since=start, until=start + timedelta(weeks=1)
+        )
+        result.append(WeekFigures(start, figures))
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """A buyer message whose clock is still running."""
+
+    message_id: int
+    conversation_id: int
+    subject: str
+    sent_at: datetime
+
+
+def waiting(
+    session: Session, *, seller_id: int, since: datetime | None = None, limit: int = 500
+) -> list[Waiting]:
+    """One seller's buyer messages still waiting for an answer (the ``open`` and
+    ``open_late`` clocks: no counting reply and no mark after them), oldest first."""
+    message, conversation = _table("message"), _table("conversation")
+    m = message.alias("m")
+    query = (
+        select(m.c.id, m.c.conversation_id, m.c.subject, m.c.created_at)
+        .join(conversation, conversation.c.id == m.c.conversation_id)
+        .where(
+            conversation.c.seller_id == seller_id,
+            _passed(m, Direction.BUYER_TO_SELLER),
+            _unanswered(m),
+        )
+        .order_by(m.c.created_at, m.c.id)
+        .limit(limit)
+    )
+    if since is not None:
+        query = query.where(
+            m.c.created_at >= bindparam("since", as_utc(since), type_=m.c.created_at.type)
+        )
+    rows = session.connection().execute(query).all()
+    return [Waiting(int(r[0]), int(r[1]), str(r[2]), as_utc(r[3])) for r in rows]
+
+
 __all__ = [
     "DAY_SECONDS",
     "SellerResponses",
+    "Waiting",
+    "WeekFigures",
     "describe",
     "format_duration",
     "mark_no_response_needed",
@@ -519,6 +596,9 @@ __all__ = [
     "response_statement",
     "response_stats",
     "seconds_between",
+    "waiting",
+    "week_start",
+    "weekly_stats",
 ]
 
 

@@ -20,6 +20,7 @@ from sqlmodel import Session, col, func, select
 from relay.core import metrics
 from relay.core.clock import as_utc
 from relay.core.durable import write_file
+from relay.storage import decisions
 from relay.storage.models import (
     Conversation,
     Delivery,
@@ -174,6 +175,7 @@ def message_detail(session: Session, message_id: int) -> dict[str, Any] | None:
         ]
         deliveries.append(row)
     detail["deliveries"] = deliveries
+    detail["decisions"] = decisions.listed(session, decisions.message_subject(message_id))
     return detail
 
 
