@@ -1,5 +1,6 @@
-"""``place_order`` (the API's POST /orders, in Core statements) keeps ``add_order``'s
-rules: the same rows, the same refusals with the same words, and idempotence."""
+"""``place_order``, the one implementation of an order's rules (the API's POST
+/orders, and the command line's through ``add_order``): its rows, its refusals
+in the command's words, and idempotence (which ``add_order`` refuses instead)."""
 
 from __future__ import annotations
 

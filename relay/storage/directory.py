@@ -181,35 +181,37 @@ def add_order(
     seller_id: int,
     categories: Sequence[str] = (),
 ) -> tuple[Order, Conversation]:
-    order_id = order_id.strip()
-    if not order_id:
-        raise DirectoryError("an order needs an id")
-    buyer_name = optional_name(buyer_name or "") or None
-    get_seller(session, seller_id)
-    email = normalize_email(buyer_email)
-    if session.exec(select(SellerAddress).where(SellerAddress.email == email)).first():
-        raise Conflict(f"{email} is a seller address and cannot be a buyer")
-    buyer = find_buyer(session, email)
-    if buyer is None:
-        buyer = Buyer(email=email, name=buyer_name or "")
-        session.add(buyer)
-        session.flush()
-    elif buyer_name:
-        buyer.name = buyer_name
-        session.add(buyer)
-    assert buyer.id is not None
-    conv = ensure_conversation(session, buyer.id, seller_id)
-    assert conv.id is not None
-    if session.get(Order, order_id) is not None:
-        raise Conflict(f"order {order_id} already exists")
-    cats = " ".join(sorted({c.strip().lower() for c in categories if c.strip()}))
-    order = Order(id=order_id, conversation_id=conv.id, categories=cats)
-    session.add(order)
+    """Register an order (``relay order add``): ``place_order``'s rules, rows and
+    refusals, except that an order id already taken is refused even for the same
+    buyer and seller (the command makes orders; the API's retries are
+    idempotent).  Returns the order and its conversation as ORM rows."""
+    session.flush()  # what the caller added must be seen by place_order's statements
     try:
-        session.flush()
-    except IntegrityError:
-        raise Conflict(f"order {order_id} already exists") from None
+        placed = place_order(
+            session,
+            order_id,
+            buyer_email=buyer_email,
+            buyer_name=buyer_name,
+            seller_id=seller_id,
+            categories=categories,
+        )
+    except OrderTaken as exc:
+        raise Conflict(f"order {exc.order_id} already exists") from None
+    if not placed.created:
+        raise Conflict(f"order {placed.order_id} already exists")
+    session.expire_all()  # rows the caller holds (a renamed buyer) are read again
+    order = session.get(Order, placed.order_id)
+    conv = session.get(Conversation, placed.conversation_id)
+    assert order is not None and conv is not None
     return order, conv
+
+
+class OrderTaken(Conflict):
+    """The order id is taken by an order for another buyer or seller."""
+
+    def __init__(self, order_id: str) -> None:
+        super().__init__(f"order {order_id} already exists, for another buyer or seller")
+        self.order_id = order_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,14 +278,14 @@ def place_order(
     seller_id: int,
     categories: Sequence[str] = (),
 ) -> PlacedOrder:
-    """``add_order`` for the API's ``POST /orders``, and idempotent: the same
-    order placed again (same buyer, same seller) is answered with what the
-    first made; another order under that id is a Conflict.
+    """Register an order, idempotently: the same order placed again (same
+    buyer, same seller) is answered with what the first made; another order
+    under that id is ``OrderTaken``.  The API's ``POST /orders``, and through
+    ``add_order`` the command line's: one set of rules for both.
 
-    The same rules and refusals as ``add_order`` (the tests hold both to
-    them), in Core statements: one SELECT for what the order depends on, then
-    plain INSERTs.  Through the ORM's identity map and unit of work the same
-    work cost twice the CPU, in the writer thread that every write waits for.
+    Core statements: one SELECT for what the order depends on, then plain
+    INSERTs.  Through the ORM's identity map and unit of work the same work
+    cost twice the CPU, in the writer thread that every write waits for.
     """
     order_id = order_id.strip()
     try:
@@ -302,7 +304,7 @@ def place_order(
         if bad_email is not None:
             raise bad_email
         if conv_seller != seller_id or placed_for != email:
-            raise Conflict(f"order {order_id} already exists, for another buyer or seller")
+            raise OrderTaken(order_id)
         return PlacedOrder(order_id, placed_in, buyer_token, seller_token, created=False)
     if not order_id:
         raise DirectoryError("an order needs an id")
