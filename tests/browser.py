@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
@@ -61,6 +62,23 @@ class Browser:
             expected_conditions.presence_of_element_located((By.CSS_SELECTOR, css))
         )
         return element
+
+    def submit(self, css: str, timeout: float = 15) -> None:
+        """Click what ``css`` finds (a link or a form's button) and wait for the
+        page it leads to, loaded: an element of the old page may have the same
+        name, so waiting for it is no proof that the new one is there.  The old
+        page is marked in its window; a new page has a new window object."""
+        self.driver.execute_script("window.relayOldPage = true")
+        self.find(css).click()
+
+        def loaded(driver: webdriver.Chrome) -> bool:
+            return bool(
+                driver.execute_script(
+                    "return window.relayOldPage !== true && document.readyState === 'complete'"
+                )
+            )
+
+        WebDriverWait(self.driver, timeout, ignored_exceptions=(WebDriverException,)).until(loaded)
 
     def text(self) -> str:
         return str(self.driver.find_element(By.TAG_NAME, "body").text)

@@ -71,8 +71,7 @@ def show_month(browser: Browser, day: date) -> None:
         if shown == wanted:
             return
         button = "#next-month" if str(shown) < wanted else "#previous-month"
-        browser.find(button).click()
-        browser.wait_for("input[name=shown]")
+        browser.submit(button)
     raise AssertionError(f"the calendar never showed {wanted}")
 
 
@@ -107,7 +106,7 @@ async def test_a_brand_drafts_on_the_calendar_and_moderation_decides(
     assert browser.driver.current_url.endswith("/brand/campaigns")
     assert f"#{other} New this week" in browser.text() and "Approved" in browser.text()
     browser.shot("brand-campaigns")
-    browser.find("#new-campaign").click()
+    browser.submit("#new-campaign")
     Select(browser.find("#kind")).select_by_value("new_product")
     Select(browser.find("#main-product")).select_by_value(str(product))
     browser.find(f"input[name=extra_product_ids][value='{extra['product_id']}']").click()
@@ -154,7 +153,7 @@ async def test_a_brand_drafts_on_the_calendar_and_moderation_decides(
     pick(browser, green)
     browser.shot("brand-calendar-en")
     keep(browser.shot("brand-calendar-en"), "calendar")
-    browser.find("#save").click()
+    browser.submit("#save")
     browser.wait_for(".campaign-status")
     assert "The draft was saved" in browser.text()
     campaign_url = browser.driver.current_url.split("?")[0]
@@ -162,7 +161,7 @@ async def test_a_brand_drafts_on_the_calendar_and_moderation_decides(
     assert "Draft" in browser.find(".campaign-status").text
     assert HOSTILE in browser.find("pre.preview").text  # the brand's text, as text
     assert "Silk scarf (SKU-SILK)" in browser.text()
-    browser.find("#submit-review").click()
+    browser.submit("#submit-review")
     browser.wait_for(".campaign-status")
     assert "In review" in browser.find(".campaign-status").text
     assert "submitted for review" in browser.find("table.history").text
@@ -187,16 +186,16 @@ async def test_a_brand_drafts_on_the_calendar_and_moderation_decides(
     assert browser.find(f"#campaign-{rejected} .subject").text == "Second <i>try</i>"
     assert not browser.alert_shown()
     keep(browser.shot("review-queue"), "review")
-    browser.find(f"#approve-{mine}").click()
+    browser.submit(f"#approve-{mine}")
     browser.wait_for("p.notice")
     assert "The campaign was approved." in browser.text()
     assert browser.all(f"#campaign-{mine}") == []
-    # A rejection needs a reason: the browser asks for one first.
+    # A rejection needs a reason: the browser asks for one first (nothing is sent).
     browser.find(f"#reject-{rejected}").click()
     assert browser.all(f"#campaign-{rejected}") != []
     assert "the brand sees your reason" not in browser.text()
     browser.find(f"#reason-{rejected}").send_keys("Prices must be shown <with> the currency.")
-    browser.find(f"#reject-{rejected}").click()
+    browser.submit(f"#reject-{rejected}")
     browser.wait_for("p.notice")
     assert "the brand sees your reason" in browser.text()
     assert "No campaign is waiting for review." in browser.text()
@@ -289,7 +288,7 @@ async def test_the_calendar_in_vietnamese_and_tagalog(
     browser.go(f"/brand/campaigns/{campaign}")
     warning = browser.find("#collision-warning").text
     assert f"collides with campaign {other} under the 7-day rule: {FOLLOWERS} followers" in warning
-    browser.find("#edit").click()
+    browser.submit("#edit")
     browser.wait_for(".calendar")
     outside = first - timedelta(days=1) if first.day > 1 else last + timedelta(days=1)
     show_month(browser, outside)
@@ -498,7 +497,7 @@ async def test_promotions_offered_edits_refusals_and_cancel_in_vietnamese(
     # The promotion chosen, the calendar greys the days after it ends.
     browser.find(f"input[name=promotion_id][value='{eligible}']").click()
     Select(browser.find("#kind")).select_by_value("promotion")
-    browser.find("#refresh").click()
+    browser.submit("#refresh")
     browser.wait_for(".calendar")
     after = promotion_end + timedelta(days=1)
     show_month(browser, after)
@@ -508,7 +507,7 @@ async def test_promotions_offered_edits_refusals_and_cancel_in_vietnamese(
     # A promotion that is not eligible stays chosen, with why, if the form carries it.
     chosen = browser.find(f"input[name=promotion_id][value='{eligible}']")
     browser.driver.execute_script("arguments[0].value = arguments[1]", chosen, str(pending))
-    browser.find("#refresh").click()
+    browser.submit("#refresh")
     browser.wait_for(".calendar")
     assert browser.find(f"input[name=promotion_id][value='{pending}']").is_selected()
     said = f"Khuyến mãi đã chọn không đủ điều kiện: khuyến mãi {pending} chưa được duyệt"
@@ -519,7 +518,7 @@ async def test_promotions_offered_edits_refusals_and_cancel_in_vietnamese(
     subject.clear()
     subject.send_keys("Viết cho shop@flowers.example")
     show_month(browser, start)
-    browser.find("#save").click()
+    browser.submit("#save")
     errors = browser.wait_for("#form-errors").text
     assert "tiêu đề có địa chỉ email: chiến dịch không được chứa địa chỉ" in errors
     assert browser.find(f"input[name=promotion_id][value='{eligible}']").is_selected()
@@ -527,20 +526,20 @@ async def test_promotions_offered_edits_refusals_and_cancel_in_vietnamese(
     subject = browser.find("#subject")
     subject.clear()
     subject.send_keys("Giảm 15% hoa Đà Lạt")
-    browser.find("#save").click()
+    browser.submit("#save")
     assert "Các thay đổi đã được lưu." in browser.wait_for("p.notice").text
     assert f"Khuyến mãi {eligible}: 15%" in browser.text()
     shown = await ok(api.get(f"/campaigns/{campaign}", headers=bearer(brand_key)))
     assert shown["promotion_id"] == eligible and shown["kind"] == "promotion"
     assert shown["subject"] == "Giảm 15% hoa Đà Lạt"
 
-    browser.find("#cancel").click()
+    browser.submit("#cancel")
     browser.wait_for(".campaign-status")
     assert "Đã hủy" in browser.find(".campaign-status").text
     assert "thương hiệu đã hủy" in browser.find("table.history").text
     assert browser.all("#cancel") == [] and browser.all("#edit") == []
     browser.go(f"/brand/campaigns/{campaign}/edit")
-    browser.find("#save").click()
+    browser.submit("#save")
     errors = browser.wait_for("#form-errors").text
     assert f"chiến dịch {campaign} không thể sửa được nữa" in errors
     browser.language("en")

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from selenium.webdriver.support import expected_conditions
-from selenium.webdriver.support.ui import Select, WebDriverWait
+from selenium.webdriver.support.ui import Select
 from sqlalchemy import func
 from sqlmodel import Session, select
 
@@ -166,7 +165,7 @@ async def test_a_hostile_message_is_previewed_as_text_and_released(
     assert page.headers["content-security-policy"] == CSP
     assert SCRIPT not in page.text and "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
 
-    browser.find("#release").click()
+    browser.submit("#release")
     assert "Released" in browser.wait_for("p.notice").text
     assert browser.all("#release") == []
     assert "console:mai" in browser.find("ul.decisions").text
@@ -199,7 +198,7 @@ async def test_a_held_message_is_rejected_and_its_sender_told(
     browser.base = base(relay)
     browser.sign_in("lan")
     browser.go(f"/quarantine/{held}")
-    browser.find("#reject").click()
+    browser.submit("#reject")
     assert "Rejected" in browser.wait_for("p.notice").text
     assert "console:lan" in browser.find("ul.decisions").text
     assert "rule bulk-mailer, by an admin" in browser.text()
@@ -247,7 +246,7 @@ async def test_a_rules_file_that_does_not_load_is_said(
     assert "The rules file does not load:" in browser.find("p.error").text
     assert "explode" in browser.find("pre.preview").text
     browser.go(f"/quarantine/{held}")
-    browser.find("#release").click()
+    browser.submit("#release")
     assert "The rules file does not load" in browser.wait_for("p.error").text
     assert await asyncio.to_thread(held_ids, relay) == [held]  # still held
     assert await asyncio.to_thread(decided, relay, held) == []
@@ -267,13 +266,6 @@ async def test_moderation_pages_are_for_moderators_only(
     browser.sign_out()
     browser.go("/rules")
     assert "/login" in browser.driver.current_url
-
-
-def submit(browser: Browser, button: str) -> None:
-    """Click a form's button and wait for the page it leads to."""
-    old = browser.find("html")
-    browser.find(button).click()
-    WebDriverWait(browser.driver, 10).until(expected_conditions.staleness_of(old))
 
 
 @pytest.mark.parametrize(
@@ -344,7 +336,7 @@ async def test_archive_search_matches_the_cli(
         browser.go("/archive")
         Select(browser.find("#f-status")).select_by_value(status)
         Select(browser.find("#f-direction")).select_by_value(direction)
-        submit(browser, "#search")
+        browser.submit("#search")
         shown = _listed(browser)
         # relay archive list filters by status; the direction is each entry's own field.
         by_cli = await cli(cfg_file, "archive", "list", *(["--status", status] if status else []))
@@ -357,7 +349,7 @@ async def test_archive_search_matches_the_cli(
     browser.go("/archive")
     walked = _listed(browser)
     assert len(walked) == 2
-    browser.find("#older").click()
+    browser.submit("#older")
     browser.wait_for("tr.entry")
     walked += _listed(browser)
     assert browser.all("#older") == []
@@ -439,7 +431,7 @@ async def test_the_rule_tester_shows_hits_and_writes_nothing(
         browser.go("/rules")
         browser.find("#t-message").send_keys(text)
         browser.find(f"#side-{side}").click()
-        browser.find("#test").click()
+        browser.submit("#test")
         browser.wait_for("#result, #tester-error")
 
     test(BREAKS)
@@ -463,7 +455,7 @@ async def test_the_rule_tester_shows_hits_and_writes_nothing(
     eml.write_text(CLEAN.replace("Subject:", "X-Mailer: BulkMailer 3.0\nSubject:"))
     browser.go("/rules")
     browser.find("#t-eml").send_keys(str(eml))
-    browser.find("#test").click()
+    browser.submit("#test")
     result = browser.wait_for("#result").text
     assert "Held for a moderator by rule bulk-mailer." in result
 
@@ -471,7 +463,7 @@ async def test_the_rule_tester_shows_hits_and_writes_nothing(
     test("just some words, no headers")
     assert "This is not an email message" in browser.find("#tester-error").text
     browser.go("/rules")
-    browser.find("#test").click()
+    browser.submit("#test")
     assert "Paste a message" in browser.wait_for("#tester-error").text
     looped = "".join(f"Received: from hop{n}.example\n" for n in range(40)) + CLEAN
     test(looped)
@@ -481,7 +473,7 @@ async def test_the_rule_tester_shows_hits_and_writes_nothing(
     big.write_bytes(CLEAN.encode() + b"x" * (600 * 1024))
     browser.go("/rules")
     browser.find("#t-eml").send_keys(str(big))
-    browser.find("#test").click()
+    browser.submit("#test")
     assert "too big" in browser.wait_for("#tester-error").text
     assert browser.console_errors() == []
 

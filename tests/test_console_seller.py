@@ -161,14 +161,14 @@ async def test_the_dashboard_shows_what_relay_responses_says(
     day = clock.now().date().isoformat()
     field = browser.find("#since")
     browser.driver.execute_script("arguments[0].value = arguments[1]", field, day)
-    browser.find("#since-show").click()
+    browser.submit("#since-show")
     WebDriverWait(browser.driver, 10).until(lambda d: f"since={day}" in d.current_url)
     browser.wait_for("#share")
     assert shown(browser) == expected(await cli.json("responses", "--seller", sid, "--since", day))
     browser.go("/responses")
 
     # "No response needed" from the browser stops the clock of the unanswered one.
-    browser.find(f"#conversation-{never} button.no-response").click()
+    browser.submit(f"#conversation-{never} button.no-response")
     assert browser.wait_for("#done").text.endswith(": 1")
     assert waiting_conversations(browser) == [recent]
     after = await cli.json("responses", "--seller", sid)
