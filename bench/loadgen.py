@@ -1,9 +1,16 @@
 """The benchmark's load generator: N SMTP sessions sending M messages, cheaply.
 
 Raw asyncio streams (no SMTP library), so that the client costs the same for
-every target.  Each session connects once, says EHLO and then, per message,
-RSET (after the first), MAIL, RCPT, DATA, the message, and the final ``.``; the
-accept latency is the time from writing the final ``.`` to reading the reply.
+every target.  Two shapes of load:
+
+- ``session`` (the default): each session connects once, says EHLO and then, per
+  message, RSET (after the first), MAIL, RCPT, DATA, the message and the final
+  ``.``;
+- ``connection``: every message pays a whole SMTP session of its own: connect,
+  greeting, EHLO, MAIL, RCPT, DATA, the message, ``.``, QUIT, close (what
+  Postfix's ``smtp-source`` does, and what most mail clients and MTAs do).
+
+The accept latency is the time from writing the final ``.`` to reading the reply.
 Any reply other than the expected one is counted by stage and code, and the
 message is not retried.  A dropped connection is reopened.
 
@@ -19,7 +26,7 @@ messages and writes the result to ``--out`` (JSON) before exiting.
 Times are ``time.monotonic()`` (CLOCK_MONOTONIC, comparable across processes).
 
     python bench/loadgen.py --port P --pairs PAIRS.json --out RESULT.json \
-        [--sessions 20] [--messages 2000] [--size 4k|200k]
+        [--sessions 20] [--messages 2000] [--size 4k|200k] [--shape session|connection]
 """
 
 from __future__ import annotations
@@ -269,7 +276,8 @@ async def run(args: argparse.Namespace) -> Result:
     result = Result()
     result.message_bytes = len(b"".join(messages.get(0)[1:]))
     sessions = [Session(args.host, args.port, args.reply_timeout) for _ in range(args.sessions)]
-    await asyncio.gather(*(s.connect() for s in sessions))
+    if args.shape == "session":
+        await asyncio.gather(*(s.connect() for s in sessions))
 
     loop = asyncio.get_running_loop()
     stdin = asyncio.StreamReader()
@@ -293,19 +301,24 @@ async def run(args: argparse.Namespace) -> Result:
         next_seq += 1
         return seq
 
+    per_message = args.shape == "connection"
+
     async def worker(session: Session) -> None:
         connect_failures = 0
         while (seq := take()) is not None:
             pair, header, body = messages.get(seq)
             try:
                 if session.writer is None:
-                    result.reconnects += 1
+                    if not per_message:
+                        result.reconnects += 1
                     await session.connect()
                 latency = await session.send(pair.mail_from, pair.rcpt, header, body)
             except ReplyError as exc:
                 result.fail(f"{exc.stage} {exc.code}", str(exc))
                 if exc.code == 421 or exc.stage == "greeting":
                     await session.close(quit_=False)
+                elif per_message:
+                    await session.close()
                 continue
             except (OSError, ConnectionError, TimeoutError, asyncio.IncompleteReadError) as exc:
                 result.fail(f"connection {type(exc).__name__}", f"seq {seq}: {exc!r}")
@@ -321,6 +334,8 @@ async def run(args: argparse.Namespace) -> Result:
             result.t_last_accept = now
             result.latencies_ms.append(latency * 1000)
             result.accepted_seqs.append(seq)
+            if per_message:
+                await session.close()
             if progress_every and result.accepted % progress_every == 0:
                 emit(
                     {
@@ -347,6 +362,12 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--size", choices=sorted(SIZES), default="4k")
+    parser.add_argument(
+        "--shape",
+        choices=["session", "connection"],
+        default="session",
+        help="session: many messages per SMTP session; connection: a new session per message",
+    )
     parser.add_argument("--run-id", default="bench")
     parser.add_argument("--timeout", type=float, default=3600, help="stop sending after this")
     parser.add_argument("--reply-timeout", type=float, default=120)

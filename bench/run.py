@@ -3,7 +3,8 @@
     make bench            # = .venv/bin/python bench/run.py; make bench BENCH_ARGS="--runs 1"
     .venv/bin/python bench/run.py [--size 4k|200k|both] [--sessions 20] [--messages M]
         [--runs 3] [--database sqlite|postgresql] [--workers 2] [--pairs 20]
-        [--targets bare,postfix,relay] [--json FILE] [--soak N] [--keep]
+        [--targets bare,postfix,relay] [--shape session|connection|both]
+        [--json FILE] [--soak N] [--keep]
 
 Three targets, started fresh and measured back to back in every round:
 
@@ -23,6 +24,11 @@ last message reached the sink) messages per second, the accept latency (final
 tree, reaped children included), their peak summed RSS and PSS; the median of
 ``--runs`` rounds, then the relay's figures as ratios to bare and to Postfix.
 Failed, missing and duplicated messages are counted and shown.
+
+Two shapes of load (``--shape``, both by default): ``session``, where each of
+the 20 clients keeps one SMTP session for all its messages, and ``connection``,
+where every message pays a new connection, greeting, EHLO and QUIT (what
+Postfix's ``smtp-source`` and most MTAs do).
 
 ``--soak N`` sends N messages to the relay only and prints its memory every 10%.
 
@@ -730,6 +736,7 @@ class Options:
     workers: int
     targets: list[str]
     pairs: int
+    shapes: list[str] = field(default_factory=lambda: ["session"])
 
 
 def pct(values: list[float], p: float) -> float:
@@ -768,6 +775,7 @@ def run_load(
     run_id: str,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
     progress_every: int = 0,
+    shape: str = "session",
 ) -> dict[str, Any]:
     """One load against a started target; the figures of this run."""
     budget = 120 + messages * SECONDS_PER_MESSAGE[size]
@@ -795,6 +803,8 @@ def run_load(
             str(budget),
             "--progress",
             str(progress_every),
+            "--shape",
+            shape,
         ],
         workdir / f"loadgen-{target.name}.log",
     )
@@ -942,6 +952,7 @@ def run_target(
     size: str,
     pairs: Path,
     run_id: str,
+    shape: str = "session",
 ) -> tuple[dict[str, Any], list[str]]:
     workdir.mkdir(parents=True, exist_ok=True)
     workdir.chmod(0o755)
@@ -962,7 +973,15 @@ def run_target(
             target = RelayTarget(setup, workdir, sink_port, opts.workers)
         target.start()
         result = run_load(
-            target, sink, workdir, pairs, size, opts.messages[size], opts.sessions, run_id
+            target,
+            sink,
+            workdir,
+            pairs,
+            size,
+            opts.messages[size],
+            opts.sessions,
+            run_id,
+            shape=shape,
         )
         notes = target.notes()
         sample = workdir / "first-delivered.eml"
@@ -1005,12 +1024,15 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
-def print_table(size: str, opts: Options, results: dict[str, list[dict[str, Any]]]) -> None:
+def print_table(
+    size: str, opts: Options, results: dict[str, list[dict[str, Any]]], shape: str = "session"
+) -> None:
     sample = next((r[0] for r in results.values() if r), None)
     nbytes = f"{sample['message_bytes']:,}-byte" if sample else ""
+    how = "sessions" if shape == "session" else "clients, a new SMTP session per message"
     print()
     print(
-        f"== {size}: {opts.messages[size]} {nbytes} messages, {opts.sessions} sessions,"
+        f"== {size}: {opts.messages[size]} {nbytes} messages, {opts.sessions} {how},"
         f" median of {opts.runs} round(s) =="
     )
     widths = [9] + [max(len(t), 8) for t, _k, _f in COLUMNS]
@@ -1106,6 +1128,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--targets", default=",".join(TARGETS), help="comma-separated subset of bare,postfix,relay"
     )
     parser.add_argument("--pairs", type=int, default=20, help="buyer/seller pairs in the load")
+    parser.add_argument(
+        "--shape",
+        choices=["session", "connection", "both"],
+        default="both",
+        help="session: messages share SMTP sessions; connection: a new session per message",
+    )
     parser.add_argument("--json", metavar="FILE", help="save the raw figures of every run")
     parser.add_argument(
         "--soak", type=int, metavar="N", help="send N messages to the relay only; RSS every 10%%"
@@ -1210,6 +1238,7 @@ def main(argv: list[str] | None = None) -> int:
         workers=args.workers,
         targets=["relay"] if args.soak else args.targets,
         pairs=args.pairs,
+        shapes=["session", "connection"] if args.shape == "both" else [args.shape],
     )
     relay_bin = find_relay_bin()
     notes: list[str] = []
@@ -1295,22 +1324,25 @@ def run_all(args: argparse.Namespace, opts: Options, root: Path, report: dict[st
         report["results"]["soak"] = soak(opts, setup, root, pairs_file, args.soak)
         return 0
     failed = False
-    for size in opts.sizes:
-        results: dict[str, list[dict[str, Any]]] = {t: [] for t in opts.targets}
-        report["results"][size] = results
-        for rnd in range(1, opts.runs + 1):
-            print(f"[{size} round {rnd}/{opts.runs}]", flush=True)
-            run_id = f"{size}r{rnd}{secrets.token_hex(3)}"  # the same bytes for every target
-            for name in opts.targets:
-                workdir = root / f"{size}-{rnd}-{name}"
-                result, run_notes = run_target(name, opts, setup, workdir, size, pairs_file, run_id)
-                result["notes"] = run_notes
-                results[name].append(result)
-                failed = failed or bool(result["failed"] or result.get("missing"))
-                print("  " + describe_run(name, result), flush=True)
-                for note in run_notes:
-                    print(f"           {note}")
-        print_table(size, opts, results)
+    for shape in opts.shapes:
+        for size in opts.sizes:
+            results: dict[str, list[dict[str, Any]]] = {t: [] for t in opts.targets}
+            report["results"][f"{size} {shape}"] = results
+            for rnd in range(1, opts.runs + 1):
+                print(f"[{size}, {shape} shape, round {rnd}/{opts.runs}]", flush=True)
+                run_id = f"{size}r{rnd}{secrets.token_hex(3)}"  # the same bytes for every target
+                for name in opts.targets:
+                    workdir = root / f"{size}-{shape}-{rnd}-{name}"
+                    result, run_notes = run_target(
+                        name, opts, setup, workdir, size, pairs_file, run_id, shape
+                    )
+                    result["notes"] = run_notes
+                    results[name].append(result)
+                    failed = failed or bool(result["failed"] or result.get("missing"))
+                    print("  " + describe_run(name, result), flush=True)
+                    for note in run_notes:
+                        print(f"           {note}")
+            print_table(size, opts, results, shape)
     if failed:
         print("\n!! some messages failed or went missing: see the !! lines above")
     return 1 if failed else 0
