@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import dkim
+import dkim.canonicalization as canonicalization
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
@@ -185,6 +187,55 @@ def _openssl_rsa_sign(digest: Any, private_key: dict[str, int]) -> bytes:
 
 
 dkim.RSASSA_PKCS1_v1_5_sign = _openssl_rsa_sign
+
+# dkimpy parses the PEM key (in pure Python ASN.1) on every signature; the key
+# does not change between messages, so it is parsed once per distinct key.
+dkim.parse_pem_private_key = lru_cache(maxsize=8)(dkim.parse_pem_private_key)
+
+_DKIMPY_RFC822_PARSE = dkim.rfc822_parse
+_BLANK_LINE = re.compile(rb"\n\r?\n")
+
+
+def _rfc822_parse(message: bytes) -> tuple[list[list[bytes]], bytes]:
+    """dkimpy's ``rfc822_parse``, without splitting the body into lines.
+
+    dkimpy splits the whole message with a regex to find the end of the header
+    section and joins the body again with CRLF: 2.6 of the 9.4 ms a 200 KB
+    message took to sign.  Here only the header section goes through dkimpy's
+    parser; a body without bare LFs is already what dkimpy's join would give
+    (CRLF-separated), so it is passed on as it is.  Anything else (no header
+    section, a bare LF in the body) takes dkimpy's own path: the result is the
+    same in every case (``tests/test_dkim.py`` compares the two).
+    """
+    end = _BLANK_LINE.search(message)
+    if end is None or message.startswith((b"\n", b"\r\n")):
+        return _DKIMPY_RFC822_PARSE(message)  # type: ignore[no-any-return]
+    body = message[end.end() :]
+    if body.count(b"\n") != body.count(b"\r\n"):
+        return _DKIMPY_RFC822_PARSE(message)  # type: ignore[no-any-return]
+    headers, _ = _DKIMPY_RFC822_PARSE(message[: end.end()])
+    return headers, body
+
+
+def _relaxed_body(body: bytes) -> bytes:
+    """RFC 6376 §3.4.4 relaxed body canonicalisation, as dkimpy does it, with the
+    two regex passes over the body run only when they can change something.
+
+    dkimpy always runs both: 5.2 ms of a 200 KB message whose base64 attachment
+    has no whitespace to remove.  A byte search (in C, no regex engine) decides
+    whether trailing whitespace or a run of whitespace exists at all.
+    """
+    if b" \r\n" in body or b"\t\r\n" in body:
+        body = canonicalization.strip_trailing_whitespace(body)
+    if b"\t" in body or b"  " in body:
+        body = canonicalization.compress_whitespace(body)
+    trimmed: bytes = canonicalization.strip_trailing_lines(body)
+    return trimmed if trimmed != b"\r\n" else b""  # dkimpy's correct_empty_body
+
+
+_DKIMPY_RELAXED_BODY = canonicalization.Relaxed.canonicalize_body
+dkim.rfc822_parse = _rfc822_parse
+canonicalization.Relaxed.canonicalize_body = staticmethod(_relaxed_body)
 
 
 def _has_header(data: bytes, name: bytes) -> bool:
