@@ -96,13 +96,15 @@ class Pipeline:
                 list(zip(routes, copies, strict=True)),
                 timeout=cfg.filters.timeout,
             )
-        # archive as received; decide, rewrite and archive each copy (reads only)
-        received_path = self.archive.store(stamped, "received")
-        with self.db.session() as reads:
-            plans = [
-                decide.plan(reads, route, copy, verdict, config=cfg, archive=self.archive)
-                for route, copy, verdict in zip(routes, copies, verdicts, strict=True)
-            ]
+        # archive as received; decide, rewrite and archive each copy (reads only);
+        # the copies' directory fsyncs are made once, before the commit
+        with self.archive.batch():
+            received_path = self.archive.store(stamped, "received")
+            with self.db.session() as reads:
+                plans = [
+                    decide.plan(reads, route, copy, verdict, config=cfg, archive=self.archive)
+                    for route, copy, verdict in zip(routes, copies, verdicts, strict=True)
+                ]
         # record: the one write transaction
         outcomes = self.db.write(
             record.record,

@@ -1,8 +1,9 @@
 """The archive: every message as received and as delivered, with its verdicts and
 delivery history (README, introduction).
 
-Copies are files under ``archive.path`` written with the write-fsync-rename-fsync
-sequence, *before* the database transaction that refers to them commits.  So a
+Copies are files under ``archive.path``, each created under a unique name and
+fsynced, its directory fsynced too, *before* the database transaction that
+refers to them commits.  So a
 committed row always points at a file that is on disk; a crash between the two
 leaves at most an orphan file, never a row without its copy.
 """
@@ -10,6 +11,9 @@ leaves at most an orphan file, never a row without its copy.
 from __future__ import annotations
 
 import secrets
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -19,7 +23,7 @@ from sqlmodel import Session, col, func, select
 
 from relay.core import metrics
 from relay.core.clock import as_utc
-from relay.core.durable import write_file
+from relay.core.durable import sync_dir, write_new
 from relay.storage import decisions
 from relay.storage.models import (
     Conversation,
@@ -38,18 +42,58 @@ class ArchiveError(Exception):
 class Archive:
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._made: set[Path] = set()
+        """Day directories known to exist: no ``mkdir`` per copy."""
+        self._local = threading.local()
 
     def store(self, data: bytes, kind: str) -> str:
-        """Write ``data`` durably; returns its path relative to the archive root."""
+        """Write ``data`` durably; returns its path relative to the archive root.
+
+        The file is fsynced before this returns.  The directory entry is too,
+        unless the call is inside ``batch()``, which fsyncs each directory once
+        when it ends (before the commit that refers to the files)."""
         now = utcnow()
-        rel = Path(f"{now:%Y/%m/%d}") / f"{now:%H%M%S}-{secrets.token_hex(8)}.{kind}.eml"
-        path = self.root / rel
+        day = Path(f"{now:%Y/%m/%d}")
+        rel = day / f"{now:%H%M%S}-{secrets.token_hex(8)}.{kind}.eml"
+        directory = self.root / day
         try:
             with metrics.timed("archive"):
-                write_file(path, data)
+                if directory not in self._made:
+                    directory.mkdir(parents=True, exist_ok=True)
+                    self._made.add(directory)
+                try:
+                    write_new(self.root / rel, data)
+                except FileNotFoundError:  # the directory was removed behind our back
+                    directory.mkdir(parents=True, exist_ok=True)
+                    write_new(self.root / rel, data)
+                pending: set[Path] | None = getattr(self._local, "pending", None)
+                if pending is None:
+                    sync_dir(directory)
+                else:
+                    pending.add(directory)
         except OSError as exc:
             raise ArchiveError(f"cannot write archive copy: {exc}") from exc
         return rel.as_posix()
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Copies stored inside share their directories' fsyncs, made on the way
+        out: a message's received and delivered copies cost one directory fsync,
+        not one each.  Nothing may refer to them (no commit) before it ends."""
+        if getattr(self._local, "pending", None) is not None:  # nested: the outer one syncs
+            yield
+            return
+        pending: set[Path] = set()
+        self._local.pending = pending
+        try:
+            yield
+        finally:
+            self._local.pending = None
+        try:
+            for directory in pending:
+                sync_dir(directory)
+        except OSError as exc:
+            raise ArchiveError(f"cannot write archive copy: {exc}") from exc
 
     def read(self, rel: str) -> bytes:
         try:
