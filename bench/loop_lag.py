@@ -8,12 +8,19 @@ stall and 99th-percentile lateness.  A stall of a few milliseconds means work
 that should be in a thread is on the loop.
 
     .venv/bin/python bench/loop_lag.py [--messages 200] [--sessions 8] [--runs 3]
+        [--freeze both|on|off]
+
+``--freeze`` compares the relay with and without ``gc.freeze()`` after its start
+(what ``relay serve`` does, ``relay.app.settle_heap``), alternating the two in
+each round, and reports the garbage collector's pauses: how many full (gen 2)
+collections ran and the longest of them.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import statistics
 import tempfile
@@ -23,7 +30,7 @@ from pathlib import Path
 
 import aiosmtplib
 
-from relay.app import Relay
+from relay.app import Relay, settle_heap
 from relay.core.config import (
     ArchiveConfig,
     DatabaseConfig,
@@ -52,6 +59,20 @@ def message(frm: str, to: str, size: int) -> bytes:
     return msg.as_bytes()
 
 
+class GcTimer:
+    """Durations of the collector's runs, by generation (``gc.callbacks``)."""
+
+    def __init__(self) -> None:
+        self.pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses[info["generation"]].append(time.perf_counter() - self._started)
+
+
 class LagMonitor:
     def __init__(self) -> None:
         self.samples: list[float] = []
@@ -77,7 +98,9 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
-async def one_run(tmp: Path, size: int, messages: int, sessions: int) -> dict[str, float]:
+async def one_run(
+    tmp: Path, size: int, messages: int, sessions: int, *, freeze: bool = False
+) -> dict[str, float]:
     (tmp / "none.yaml").write_text("rules: []\n", encoding="utf-8")
     config = RelayConfig(
         smtp=SmtpConfig(port=0, hostname="mx.bench"),
@@ -97,6 +120,10 @@ async def one_run(tmp: Path, size: int, messages: int, sessions: int) -> dict[st
     await relay.start()
     seller_token = relay.db.call(lambda s: _setup(s))
     data = message("buyer@bench.example", seller_token, size)
+    if freeze:
+        settle_heap()
+    timer = GcTimer()
+    gc.callbacks.append(timer)
     monitor = LagMonitor()
     monitor.start()
     latencies: list[float] = []
@@ -121,8 +148,14 @@ async def one_run(tmp: Path, size: int, messages: int, sessions: int) -> dict[st
         await asyncio.sleep(0.05)
     delivered_elapsed = time.perf_counter() - t0
     monitor.stop()
+    gc.callbacks.remove(timer)
     await relay.stop()
+    gc.unfreeze()
+    full = timer.pauses[2]
     return {
+        "gc_full_runs": len(full),
+        "gc_full_max_ms": max(full, default=0.0) * 1000,
+        "gc_all_ms": sum(sum(p) for p in timer.pauses.values()) * 1000,
         "accepted_per_s": messages / elapsed,
         "delivered_per_s": messages / delivered_elapsed,
         "p50_ms": pct(latencies, 50) * 1000,
@@ -154,18 +187,31 @@ async def main() -> None:
     parser.add_argument("--messages", type=int, default=200)
     parser.add_argument("--sessions", type=int, default=8)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--freeze", choices=["both", "on", "off"], default="off")
     args = parser.parse_args()
+    variants = {"both": [False, True], "on": [True], "off": [False]}[args.freeze]
     for label, size in (("4 KB text", 4_000), ("200 KB with PDF", 200_000)):
-        runs = []
-        for _ in range(args.runs):
-            with tempfile.TemporaryDirectory() as tmp:
-                runs.append(await one_run(Path(tmp), size, args.messages, args.sessions))
+        runs: dict[bool, list[dict[str, float]]] = {v: [] for v in variants}
+        for rnd in range(args.runs):
+            order = variants if rnd % 2 == 0 else variants[::-1]
+            for freeze in order:
+                with tempfile.TemporaryDirectory() as tmp:
+                    runs[freeze].append(
+                        await one_run(Path(tmp), size, args.messages, args.sessions, freeze=freeze)
+                    )
         print(
             f"{label}: median of {args.runs} runs, {args.messages} messages,"
             f" {args.sessions} sessions"
         )
-        for key in runs[0]:
-            print(f"  {key:>18}: {statistics.median(r[key] for r in runs):8.1f}")
+        keys = list(runs[variants[0]][0])
+        print(
+            f"  {'':>18}  " + "  ".join(f"{'freeze' if v else 'no freeze':>10}" for v in variants)
+        )
+        for key in keys:
+            cells = "  ".join(
+                f"{statistics.median(r[key] for r in runs[v]):10.1f}" for v in variants
+            )
+            print(f"  {key:>18}: {cells}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ install``): every process that runs a relay migrates and records deliveries.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -243,6 +244,20 @@ class Relay:
         loop.add_signal_handler(signal.SIGINT, stop.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload_rules)
         await self.start()
+        settle_heap()
         await stop.wait()
         log.info("stopping")
         await self.stop()
+
+
+def settle_heap() -> None:
+    """Move everything alive after start-up out of the garbage collector's sight.
+
+    The modules, configuration, compiled patterns and caches made at start live
+    as long as the process; a full collection walked all of them again, holding
+    the interpreter for 50-80 ms while SMTP sessions waited.  ``gc.freeze``
+    puts them in the permanent generation, so collections only walk what
+    messages allocate.  Reference counting still frees everything as before.
+    """
+    gc.collect()
+    gc.freeze()
