@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets
 import ssl
 import time
@@ -292,6 +293,15 @@ class InboundHandler:
         return str(replies.TEMP_FAILURE)
 
 
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_PATH = re.compile(
+    rf"<(({_ATEXT}(?:\.{_ATEXT})*)@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+    rf"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*)>(?=[ \t]|$)"
+)
+"""``<local@domain>``: a dot-atom local part (RFC 5321 §4.1.2) and an ASCII host
+name, followed by nothing or by a space and the parameters."""
+
+
 class RelaySMTP(SMTP):
     """aiosmtpd's SMTP with our replies where it hard-codes its own texts."""
 
@@ -315,6 +325,23 @@ class RelaySMTP(SMTP):
     _refused = False
     _hang_up = False
     _deadline: asyncio.TimerHandle | None = None
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """The address of MAIL FROM or RCPT TO, and what follows it.
+
+        aiosmtpd reads it with the ``email`` package's RFC 5322 header parser
+        (about 60 µs each).  The form nearly every client sends, ``<local@domain>``
+        with a dot-atom local part and a plain domain, is read here by one regex
+        and gives the same result; anything else (quoted local parts, source
+        routes, address literals, a missing bracket) goes to aiosmtpd's parser.
+        """
+        plain = _PLAIN_PATH.match(arg)
+        if plain is None or (self.local_part_limit and len(plain.group(2)) > self.local_part_limit):
+            return super()._getaddr(arg)
+        rest = arg[plain.end() :].lstrip(" \t")
+        if rest.startswith("("):  # an RFC 5322 comment, which aiosmtpd's parser skips
+            return super()._getaddr(arg)
+        return plain.group(1), rest
 
     async def push(self, status: Any) -> None:
         if isinstance(status, str):
