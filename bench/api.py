@@ -500,10 +500,12 @@ def with_smtp(args: argparse.Namespace) -> list[dict[str, float]]:
 
         api_port = 0
 
-        def config(self, workdir: Path, *, port: int, sink_port: int, db_url: str) -> Path:
+        def config(
+            self, workdir: Path, *, port: int, sink_port: int, db_url: str, name: str = "relay"
+        ) -> Path:
             import yaml
 
-            path = super().config(workdir, port=port, sink_port=sink_port, db_url=db_url)
+            path = super().config(workdir, port=port, sink_port=sink_port, db_url=db_url, name=name)
             conf = yaml.safe_load(path.read_text(encoding="utf-8"))
             self.api_port = free_port()
             conf["api"] = {

@@ -275,7 +275,10 @@ async def run(args: argparse.Namespace) -> Result:
     messages = Messages(pairs, args.size, args.run_id)
     result = Result()
     result.message_bytes = len(b"".join(messages.get(0)[1:]))
-    sessions = [Session(args.host, args.port, args.reply_timeout) for _ in range(args.sessions)]
+    ports = [args.port, *args.also_port]  # several relays: the sessions take turns
+    sessions = [
+        Session(args.host, ports[i % len(ports)], args.reply_timeout) for i in range(args.sessions)
+    ]
     if args.shape == "session":
         await asyncio.gather(*(s.connect() for s in sessions))
 
@@ -357,6 +360,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument(
+        "--also-port",
+        type=int,
+        action="append",
+        default=[],
+        help="another server of the same target: sessions are spread over all ports",
+    )
     parser.add_argument("--pairs", required=True, help="JSON list of Pair fields")
     parser.add_argument("--out", required=True, help="where to write the result (JSON)")
     parser.add_argument("--sessions", type=int, default=20)

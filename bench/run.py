@@ -396,6 +396,8 @@ class Sampler:
 class Target:
     name = ""
     port = 0
+    also_ports: tuple[int, ...] = ()
+    """Further servers of the same target (``--instances``): the load is spread."""
 
     def start(self) -> None:
         raise NotImplementedError
@@ -506,12 +508,20 @@ class RelaySetup:
     def dkim_key(self) -> Path:
         return self.root / "dkim" / "relay.key"
 
-    def config(self, workdir: Path, *, port: int, sink_port: int, db_url: str) -> Path:
+    def config(
+        self, workdir: Path, *, port: int, sink_port: int, db_url: str, name: str = "relay"
+    ) -> Path:
         import yaml
 
         conf = {
             "marketplace": {"domain": DOMAIN, "name": "Example Marketplace"},
-            "smtp": {"host": "127.0.0.1", "port": port, "hostname": "mx.bench.example"},
+            "smtp": {
+                "host": "127.0.0.1",
+                "port": port,
+                "hostname": "mx.bench.example",
+                "pid_file": str(workdir / f"{name}.pid"),
+            },
+            "api": {"listen": None},
             "auth": {"policy": "none"},
             "database": {"url": db_url},
             "archive": {"path": str(workdir / "archive")},
@@ -532,7 +542,7 @@ class RelaySetup:
             },
         }
         workdir.mkdir(parents=True, exist_ok=True)
-        path = workdir / "relay.yaml"
+        path = workdir / f"{name}.yaml"
         path.write_text(yaml.safe_dump(conf, sort_keys=False), encoding="utf-8")
         return path
 
@@ -649,41 +659,57 @@ class RelaySetup:
 class RelayTarget(Target):
     name = "relay"
 
-    def __init__(self, setup: RelaySetup, workdir: Path, sink_port: int, workers: int) -> None:
+    def __init__(
+        self, setup: RelaySetup, workdir: Path, sink_port: int, workers: int, instances: int = 1
+    ) -> None:
         self.setup = setup
         self.workdir = workdir
-        self.port = free_port()
+        ports = [free_port() for _ in range(instances)]
+        self.port, self.also_ports = ports[0], tuple(ports[1:])
         self.db_url = setup.fresh_database(workdir)
-        self.config = setup.config(workdir, port=self.port, sink_port=sink_port, db_url=self.db_url)
+        names = ["relay"] if instances == 1 else [f"relay{i + 1}" for i in range(instances)]
+        self.members = [
+            (
+                name,
+                port,
+                setup.config(
+                    workdir, port=port, sink_port=sink_port, db_url=self.db_url, name=name
+                ),
+            )
+            for name, port in zip(names, ports, strict=True)
+        ]
+        self.config = self.members[0][2]
         self.workers = workers
-        self.log_path = workdir / "relay.log"
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.procs: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> None:
-        argv = [str(self.setup.relay_bin), "serve", "-c", str(self.config)]
-        if self.workers > 1:
-            argv += ["--workers", str(self.workers)]
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
         CLEANUP.add("relay", self.stop)
-        deadline = time.monotonic() + START_TIMEOUT
-        while listeners(self.port) < self.workers or not greets(self.port):
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"relay serve exited with {self.proc.returncode}:\n{tail(self.log_path)}"
+        for name, port, config in self.members:
+            argv = [str(self.setup.relay_bin), "serve", "-c", str(config)]
+            if self.workers > 1:
+                argv += ["--workers", str(self.workers)]
+            log_path = self.workdir / f"{name}.log"
+            with log_path.open("wb") as log:
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
                 )
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"relay serve did not start listening:\n{tail(self.log_path)}")
-            time.sleep(0.1)
+            self.procs.append(proc)
+            deadline = time.monotonic() + START_TIMEOUT
+            while listeners(port) < self.workers or not greets(port):
+                if proc.poll() is not None:
+                    raise RuntimeError(
+                        f"relay serve exited with {proc.returncode}:\n{tail(log_path)}"
+                    )
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"relay serve did not start listening:\n{tail(log_path)}")
+                time.sleep(0.1)
 
     def roots(self) -> list[int]:
-        return [self.proc.pid] if self.proc else []
+        return [p.pid for p in self.procs]
 
     def server_cpu(self) -> dict[int, int]:
         """The PostgreSQL backends serving this run's database: pid → CPU ticks."""
@@ -707,15 +733,15 @@ class RelayTarget(Target):
 
     def stop(self) -> None:
         CLEANUP.remove(self.stop)
-        if self.proc is not None:
-            stop_popen(self.proc, grace=60)
+        for proc in self.procs:
+            stop_popen(proc, grace=60)
         self.setup.drop_database(self.db_url)
 
     def notes(self) -> list[str]:
-        try:
-            lines = self.log_path.read_text(errors="replace").splitlines()
-        except OSError:
-            return []
+        lines: list[str] = []
+        for name, _port, _config in self.members:
+            with contextlib.suppress(OSError):
+                lines += (self.workdir / f"{name}.log").read_text(errors="replace").splitlines()
         bad = [ln for ln in lines if " WARNING " in ln or " ERROR " in ln or "Traceback" in ln]
         out = [f"relay log: {ln}" for ln in bad[:8]]
         if len(bad) > 8:
@@ -737,6 +763,7 @@ class Options:
     targets: list[str]
     pairs: int
     shapes: list[str] = field(default_factory=lambda: ["session"])
+    instances: int = 1
 
 
 def pct(values: list[float], p: float) -> float:
@@ -805,6 +832,7 @@ def run_load(
             str(progress_every),
             "--shape",
             shape,
+            *[arg for port in target.also_ports for arg in ("--also-port", str(port))],
         ],
         workdir / f"loadgen-{target.name}.log",
     )
@@ -970,7 +998,7 @@ def run_target(
             target = PostfixTarget(workdir, sink_port)
         else:
             assert setup is not None
-            target = RelayTarget(setup, workdir, sink_port, opts.workers)
+            target = RelayTarget(setup, workdir, sink_port, opts.workers, opts.instances)
         target.start()
         result = run_load(
             target,
@@ -1134,6 +1162,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="both",
         help="session: messages share SMTP sessions; connection: a new session per message",
     )
+    parser.add_argument(
+        "--instances",
+        type=int,
+        default=1,
+        help="relay serve processes sharing one PostgreSQL database (each --workers N)",
+    )
     parser.add_argument("--json", metavar="FILE", help="save the raw figures of every run")
     parser.add_argument(
         "--soak", type=int, metavar="N", help="send N messages to the relay only; RSS every 10%%"
@@ -1149,6 +1183,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.targets = [t for t in TARGETS if t in targets]
     if min(args.sessions, args.runs, args.workers, args.pairs) < 1:
         parser.error("--sessions, --runs, --workers and --pairs must be at least 1")
+    if args.instances < 1 or (args.instances > 1 and args.database != "postgresql"):
+        parser.error("--instances N (N > 1) needs --database postgresql")
     if args.messages is not None and args.messages < 1:
         parser.error("--messages must be at least 1")
     return args
@@ -1239,6 +1275,7 @@ def main(argv: list[str] | None = None) -> int:
         targets=["relay"] if args.soak else args.targets,
         pairs=args.pairs,
         shapes=["session", "connection"] if args.shape == "both" else [args.shape],
+        instances=args.instances,
     )
     relay_bin = find_relay_bin()
     notes: list[str] = []
