@@ -11,6 +11,7 @@ sender give up.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import secrets
@@ -103,8 +104,18 @@ class Transaction:
         )
 
 
+@functools.cache
+def _hooks(cls: type, prefixes: tuple[str, ...]) -> list[str]:
+    """The attribute names of ``cls`` that start with one of ``prefixes``."""
+    return sorted(name for name in dir(cls) if name.startswith(prefixes))
+
+
 class InboundHandler:
     """aiosmtpd handler; ``on_accepted`` is called after each commit (wakes the worker)."""
+
+    def __dir__(self) -> list[str]:
+        """Only the hooks aiosmtpd looks for at each new session (``RelaySMTP.__dir__``)."""
+        return _hooks(type(self), ("handle_", "auth_"))
 
     def __init__(
         self, pipeline: Pipeline, db: Database, *, on_accepted: Callable[[], None] | None = None
@@ -325,6 +336,14 @@ class RelaySMTP(SMTP):
     _refused = False
     _hang_up = False
     _deadline: asyncio.TimerHandle | None = None
+
+    def __dir__(self) -> list[str]:
+        """Only the names aiosmtpd looks for (``smtp_*`` verbs, ``auth_*`` mechanisms).
+
+        aiosmtpd finds the verbs and mechanisms of every new session by walking
+        ``dir()`` of the protocol and of the handler with ``inspect.getmembers``:
+        about 0.3 ms of each connection, for the same answer every time."""
+        return _hooks(type(self), ("smtp_", "auth_"))
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         """The address of MAIL FROM or RCPT TO, and what follows it.

@@ -1,4 +1,6 @@
-"""The SMTP server's quick reading of ``<local@domain>`` gives aiosmtpd's result."""
+"""The SMTP server's shortcuts past aiosmtpd's slow paths give aiosmtpd's results:
+the quick reading of ``<local@domain>``, and the verbs and hooks a new session
+finds without walking every attribute."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from aiosmtpd.smtp import SMTP
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay.inbound.server import RelaySMTP
+from relay.inbound.server import InboundHandler, RelaySMTP, smtp_factory
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +76,18 @@ def test_the_local_part_limit_still_applies(servers: tuple[RelaySMTP, SMTP]) -> 
         assert ours._getaddr(long) == theirs._getaddr(long) == (None, None)
     finally:
         ours.local_part_limit = theirs.local_part_limit = 0
+
+
+async def test_a_session_finds_the_verbs_and_hooks_aiosmtpd_would_find() -> None:
+    handler = InboundHandler.__new__(InboundHandler)  # the hooks are the class's
+    server = smtp_factory(handler, hostname="mx.test", max_size=1000, data_timeout=5)()
+
+    def named(obj: object, prefix: str) -> set[str]:
+        return {n.removeprefix(prefix) for n in object.__dir__(obj) if n.startswith(prefix)}
+
+    assert set(server._smtp_methods) == named(server, "smtp_")
+    assert set(server._handle_hooks) == named(handler, "handle_")
+    assert {"DATA", "MAIL", "RCPT", "exception"} <= set(server._handle_hooks)
+    assert set(server._auth_methods) == {
+        n.replace("__", "-") for n in named(server, "auth_") | named(handler, "auth_")
+    }
