@@ -11,7 +11,6 @@ sender give up.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import re
 import secrets
@@ -104,10 +103,15 @@ class Transaction:
         )
 
 
-@functools.cache
+_HOOKS: dict[tuple[type, tuple[str, ...]], list[str]] = {}
+
+
 def _hooks(cls: type, prefixes: tuple[str, ...]) -> list[str]:
-    """The attribute names of ``cls`` that start with one of ``prefixes``."""
-    return sorted(name for name in dir(cls) if name.startswith(prefixes))
+    """The attribute names of ``cls`` that start with one of ``prefixes`` (cached)."""
+    key = (cls, prefixes)
+    if key not in _HOOKS:
+        _HOOKS[key] = sorted(name for name in dir(cls) if name.startswith(prefixes))
+    return _HOOKS[key]
 
 
 class InboundHandler:
