@@ -18,7 +18,6 @@ say): then it stops all of them and exits non-zero rather than spin.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -41,7 +40,7 @@ from relay import campaigns, console
 from relay.api.server import ApiServer
 from relay.app import Relay
 from relay.campaigns.unsubscribe import UnsubscribeEndpoint
-from relay.core import metrics
+from relay.core import loops, metrics
 from relay.core.config import RelayConfig
 from relay.core.pidfile import PidFile
 from relay.ops.endpoint import Endpoint
@@ -72,7 +71,7 @@ def _run_worker(config: RelayConfig, index: int, metrics_dir: Path | None) -> No
         relay = Relay(
             config, reuse_port=True, serve_metrics=False, serve_unsubscribe=False, serve_api=False
         )
-        asyncio.run(relay.serve_forever())
+        loops.run(relay.serve_forever())
     except Exception as exc:  # one line in the log, not a traceback per restart
         log.error("worker %d cannot run: %s", index, exc)
         sys.exit(1)
@@ -180,6 +179,7 @@ class Supervisor:
                     Database(self.config.database),
                     *api_address,
                     extend=console.install,
+                    fast_loop=False,  # the workers are forked from here (relay.core.loops)
                 )
                 api.start()
             if self.config.metrics.address is not None:
@@ -259,7 +259,7 @@ def serve(config: RelayConfig, workers: int) -> int:
     log.info("pid %d written to %s", os.getpid(), pid_file.path)
     try:
         if workers <= 1:
-            asyncio.run(Relay(config).serve_forever())
+            loops.run(Relay(config).serve_forever())
             return 0
         return Supervisor(config, workers).run()
     finally:

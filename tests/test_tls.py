@@ -191,3 +191,53 @@ async def test_an_untrusted_smarthost_certificate_is_retried_not_delivered(
     finally:
         await relay.stop()
         sink.server.close()
+
+
+def test_starttls_on_uvloops_event_loop(
+    tmp_path: Path, dkim_key: tuple[Path, str], certificate: tuple[Path, Path]
+) -> None:
+    """``relay serve`` runs on uvloop (relay.core.loops): aiosmtpd's STARTTLS, which
+    swaps the transport's protocol by hand, must work on uvloop's transports too."""
+    import asyncio
+
+    import uvloop  # installed with the relay (the extra "fast" of make's install)
+
+    from relay.core import loops
+
+    assert loops.loop_factory() is uvloop.new_event_loop
+
+    async def scenario() -> bytes:
+        assert isinstance(asyncio.get_running_loop(), uvloop.Loop)
+        sink = await start_sink()
+        cert, key = certificate
+        base = make_config(tmp_path, sink_port=sink.port, dkim_key=dkim_key[0])
+        relay = Relay(
+            base.model_copy(
+                update={"smtp": base.smtp.model_copy(update={"tls_cert": cert, "tls_key": key})}
+            )
+        )
+        await relay.start()
+        try:
+            parties = register(relay)
+            client = aiosmtplib.SMTP(
+                hostname="127.0.0.1",
+                port=relay.port,
+                start_tls=False,
+                tls_context=client_trusting(cert),
+                timeout=10,
+            )
+            async with client:
+                await client.starttls()
+                assert client.get_transport_info("cipher") is not None
+                msg = build(frm=parties.buyer, to=parties.seller_token, body="over TLS on uvloop")
+                await client.send_message(
+                    msg, sender=parties.buyer, recipients=[parties.seller_token]
+                )
+            (received,) = await sink.wait_for(1)
+            return received.data
+        finally:
+            await relay.stop()
+            sink.server.close()
+            await sink.server.wait_closed()
+
+    assert b"over TLS on uvloop" in loops.run(scenario())

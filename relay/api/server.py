@@ -6,7 +6,7 @@ apart from the mail.  In its own thread the API's requests never wait for, or
 delay, the SMTP event loop; its routes' database work runs in the framework's
 thread pool.
 
-The loop is uvloop's when it is installed (``pip install
+The loop is uvloop's when it is installed (``relay.core.loops``) (``pip install
 'marketplace-relay[fast]'``): the route's coroutine is woken by the database
 writer thread for every request, and uvloop's cross-thread wake-up and its
 transports nearly doubled the orders per second (docs/performance.md, "The
@@ -16,7 +16,6 @@ pick httptools if present, which has no limit on the size of a request's head.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import socket
 import threading
@@ -26,6 +25,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from relay.api.app import create_app
+from relay.core import loops
 from relay.core.config import RelayConfig
 from relay.storage.db import Database
 
@@ -41,9 +41,13 @@ class ApiServer:
         port: int,
         *,
         extend: Callable[[FastAPI], None] | None = None,
+        fast_loop: bool = True,
     ) -> None:
         """``extend`` adds to the application what lives above the API (the web
-        console, ``relay.console.install``), which this package must not import."""
+        console, ``relay.console.install``), which this package must not import;
+        ``fast_loop=False`` keeps uvloop out of a process that will fork
+        (``relay.core.loops``)."""
+        self.fast_loop = fast_loop
         app = create_app(config, db)
         if extend is not None:
             extend(app)
@@ -77,21 +81,10 @@ class ApiServer:
         log.info("HTTP API on %s/api/v1/", self.base_url)
 
     def _run(self) -> None:
-        with asyncio.Runner(loop_factory=loop_factory()) as runner:
-            runner.run(self.server.serve(sockets=[self.sock]))
+        loops.run(self.server.serve(sockets=[self.sock]), fast=self.fast_loop)
 
     def stop(self, timeout: float = 10.0) -> None:
         self.server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout)
         self.sock.close()
-
-
-def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's event loop if it is installed, else None: asyncio's own."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory
