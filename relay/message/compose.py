@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import email.policy
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from email.headerregistry import BaseHeader
 from email.message import EmailMessage, Message
@@ -162,33 +162,13 @@ def _rewrite(
     references: Sequence[str],
     hostname: str,
 ) -> None:
-    amap = AddressMap(
-        {**{a: sender.token for a in sender.real}, **{a: recipient.token for a in recipient.real}}
-    )
+    amap = _address_map(sender, recipient)
     tokenize_parts(msg, amap, drop=INFRASTRUCTURE_HEADERS)
     if not msg.is_multipart() and msg.get_content_maintype() == "text":
         rewrite_text_part(msg, amap)
     _rewrite_boundary_text(msg, amap)
 
-    kept: list[tuple[str, str]] = []
-    for name, raw in msg.raw_items():
-        lname = name.lower()
-        value = decode_header_text(str(raw))
-        if lname in KEPT_HEADERS or (
-            lname.startswith("x-")
-            and lname not in INFRASTRUCTURE_HEADERS
-            and not carries_infrastructure(name, value)
-            and not amap.found_in(name)
-        ):
-            if lname.startswith("content-") or lname == "mime-version":
-                new = None
-                if lname in ("content-type", "content-disposition"):
-                    new = rewrite_params(name, str(raw), amap)
-                if new is None and amap.found_in(value):
-                    new = amap.replace_all(value)
-                kept.append((name, unfold(str(raw)) if new is None else new))
-            else:
-                kept.append((name, " ".join(amap.replace_all(value).split())))
+    kept = kept_headers(((name, str(raw)) for name, raw in msg.raw_items()), amap)
     for name in {n for n, _ in msg.raw_items()}:
         del msg[name]
 
@@ -214,6 +194,41 @@ def _rewrite(
     if "MIME-Version" not in msg:
         msg["MIME-Version"] = "1.0"
     msg[TRACE_HEADER] = hostname
+
+
+def _address_map(sender: Party, recipient: Party) -> AddressMap:
+    """Both parties' real addresses, each to its token."""
+    return AddressMap(
+        {**{a: sender.token for a in sender.real}, **{a: recipient.token for a in recipient.real}}
+    )
+
+
+def kept_headers(fields: Iterable[tuple[str, str]], amap: AddressMap) -> list[tuple[str, str]]:
+    """The top-level headers the recipient gets, from the (name, raw value) pairs
+    received, in order: the allow-list, addresses replaced.  MIME headers keep
+    their raw (unfolded) value unless an address had to be replaced; the others
+    are decoded and single-spaced.  From, To, Message-ID and threading are not
+    among them: the relay writes its own."""
+    kept: list[tuple[str, str]] = []
+    for name, raw in fields:
+        lname = name.lower()
+        value = decode_header_text(raw)
+        if lname in KEPT_HEADERS or (
+            lname.startswith("x-")
+            and lname not in INFRASTRUCTURE_HEADERS
+            and not carries_infrastructure(name, value)
+            and not amap.found_in(name)
+        ):
+            if lname.startswith("content-") or lname == "mime-version":
+                new = None
+                if lname in ("content-type", "content-disposition"):
+                    new = rewrite_params(name, raw, amap)
+                if new is None and amap.found_in(value):
+                    new = amap.replace_all(value)
+                kept.append((name, unfold(raw) if new is None else new))
+            else:
+                kept.append((name, " ".join(amap.replace_all(value).split())))
+    return kept
 
 
 def _make_writable(msg: EmailMessage, policy: email.policy.EmailPolicy[EmailMessage]) -> None:
@@ -265,6 +280,10 @@ def leaks(data: bytes, real: Sequence[str]) -> bool:
 
 
 def _part_leaks(part: Message, check: AddressMap) -> bool:
+    return _headers_leak(part, check) or _content_leaks(part, check)
+
+
+def _headers_leak(part: Message, check: AddressMap) -> bool:
     for name, raw in part.raw_items():
         if check.found_in(decode_header_text(str(raw))):
             return True
@@ -278,6 +297,10 @@ def _part_leaks(part: Message, check: AddressMap) -> bool:
                 values.extend(map(str, _HEADERS(name, unfold(str(raw))).params.values()))
             if any(check.found_in(decode_header_text(v)) for v in values):
                 return True
+    return False
+
+
+def _content_leaks(part: Message, check: AddressMap) -> bool:
     for attr in ("preamble", "epilogue"):
         if check.found_in(getattr(part, attr, None) or ""):
             return True

@@ -425,14 +425,10 @@ def rewrite_headers(part: Message, amap: AddressMap, *, drop: Iterable[str] = ()
     changed = False
     kept: list[tuple[str, str]] = []
     for name, value in items:
-        if name.lower() in dropped or _is_dropped_pattern(name) or amap.found_in(name):
+        dropping, new = _rewritten_header(name, value, amap, dropped)
+        if dropping:
             changed = True
             continue
-        new = None
-        if name.lower() in _PARAMETERIZED:
-            new = rewrite_params(name, str(value), amap)
-        if new is None:
-            new = rewrite_header_value(str(value), amap)
         if new is not None:
             changed = True
             kept.append((name, new))
@@ -444,6 +440,30 @@ def rewrite_headers(part: Message, amap: AddressMap, *, drop: Iterable[str] = ()
         del part[name]
     for name, value in kept:
         set_header(part, name, value)
+
+
+def headers_kept_as_they_are(part: Message, amap: AddressMap, *, drop: Iterable[str]) -> bool:
+    """Whether ``rewrite_headers`` would leave every header of ``part`` as it is."""
+    dropped = {name.lower() for name in drop}
+    return all(
+        _rewritten_header(name, value, amap, dropped) == (False, None)
+        for name, value in _raw_items(part)
+    )
+
+
+def _rewritten_header(
+    name: str, value: str, amap: AddressMap, dropped: set[str]
+) -> tuple[bool, str | None]:
+    """Whether a header of a MIME part is dropped, and else its value with addresses
+    replaced (None: it has none)."""
+    if name.lower() in dropped or _is_dropped_pattern(name) or amap.found_in(name):
+        return True, None
+    new = None
+    if name.lower() in _PARAMETERIZED:
+        new = rewrite_params(name, str(value), amap)
+    if new is None:
+        new = rewrite_header_value(str(value), amap)
+    return False, new
 
 
 def decode_encoded_messages(msg: Message) -> None:
