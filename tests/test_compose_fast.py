@@ -33,8 +33,11 @@ import pytest
 from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
+from relay.app import Relay
+from relay.core.config import RelayConfig
 from relay.message import headers, mailpolicy
 from relay.message.compose import Party, compose, compose_unchanged
+from tests.helpers import Sink, register, send
 from tests.leakcheck import find_leaks
 
 DOMAIN = "marketplace.example.com"
@@ -550,3 +553,66 @@ def test_a_shared_copy_is_never_changed() -> None:
     assert find_leaks(out.data, BUYER) == []
     with pytest.raises(ValueError):
         compose(msg, sender=SENDER, recipient=RECIPIENT, shared=True, **THREADING)
+
+
+# --- over SMTP --------------------------------------------------------------------
+
+
+async def test_the_delivered_body_is_the_received_body(relay: Relay, sink: Sink) -> None:
+    """Through the relay: a plain message keeps its body byte for byte, to each of
+    two sellers (one parse shared by both copies); one with an address in the
+    body is tokenized."""
+    first = register(relay)
+    second = register(
+        relay, seller=("sales@other.example",), seller_name="Other Store", order_id="ORD-2"
+    )
+    raw = multipart(PLAIN).replace(SELLER_TOKEN.encode(), first.seller_token.encode())
+    await send(relay, raw, sender=first.buyer, recipients=[first.seller_token, second.seller_token])
+    got = {m.rcpt_tos[0]: m for m in await sink.wait_for(2)}
+    for seller, token in ((first.seller, first.buyer_token), (second.seller, second.buyer_token)):
+        assert body_of(got[seller].data) == body_of(raw)
+        assert got[seller].message["From"].addresses[0].addr_spec == token
+    assert first.buyer_token.encode() not in got[second.seller].data
+    assert second.buyer_token.encode() not in got[first.seller].data
+
+    tokenized = multipart(QP_HIDDEN)
+    await send(relay, tokenized, sender=first.buyer, recipients=[first.seller_token])
+    last = (await sink.wait_for(3))[2]
+    assert body_of(last.data) != body_of(tokenized)
+    assert find_leaks(last.data, first.buyer) == []
+    assert first.buyer_token in last.message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+
+
+async def test_a_rule_that_changes_the_copies_gives_each_its_own(
+    relay: Relay, config: RelayConfig, sink: Sink
+) -> None:
+    """Two sellers' copies of one message share a parse until a rule changes them:
+    then each is redacted on a parse of its own, and rewritten with its own tokens."""
+    config.filters.rules.write_text(
+        "redact_marker: '[removed]'\n"
+        "rules:\n"
+        "  - id: no-phone\n"
+        "    description: Phone numbers\n"
+        "    applies_to: buyer\n"
+        "    match: {regex: '\\b\\d{3}-\\d{4}\\b'}\n"
+        "    action: redact\n",
+        encoding="utf-8",
+    )
+    assert relay.reload_rules()
+    first = register(relay)
+    second = register(
+        relay, seller=("sales@other.example",), seller_name="Other Store", order_id="ORD-2"
+    )
+    raw = multipart(PLAIN.replace(b"It is size M.", b"Call 555-1234."))
+    await send(relay, raw, sender=first.buyer, recipients=[first.seller_token, second.seller_token])
+    got = {m.rcpt_tos[0]: m for m in await sink.wait_for(2)}
+    for seller, token, other in (
+        (first.seller, first.buyer_token, second.buyer_token),
+        (second.seller, second.buyer_token, first.buyer_token),
+    ):
+        msg = got[seller].message
+        text = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+        assert "[removed]" in text and "555-1234" not in text
+        assert msg["From"].addresses[0].addr_spec == token
+        assert other.encode() not in got[seller].data
+        assert find_leaks(got[seller].data, first.buyer) == []
