@@ -358,8 +358,6 @@ def compose_unchanged(
     the delivered copy is not parsed again.  The headers are the full path's (the
     same ``kept_headers``), written by ``relay.message.headers``; what a mail client
     shows of the result is what it shows of the full path's."""
-    if not headers.crlf_only(source):
-        return None
     section = headers.split(source)
     if section is None or section.fields != [(str(n), str(v)) for n, v in msg.raw_items()]:
         return None  # the parser read the header section otherwise: it knows best
@@ -387,17 +385,18 @@ def compose_unchanged(
 
 
 def _body_kept(msg: EmailMessage, body: bytes, amap: AddressMap) -> bool:
-    """Whether the full path would leave the body as it is: no attached message
-    (those are always rewritten), no multipart without a usable boundary (written
-    as text), no defect in the MIME structure, no header of a part dropped or
-    rewritten, and no spelling of either party's address in the bytes nor in what
-    a client shows of them (headers and parameters of the parts, preambles and
-    epilogues, text parts in every plausible charset).
+    """Whether the full path would leave the body as it is: no spelling of either
+    party's address in the bytes, CRLF line ends only (the full path writes them),
+    no attached message (always rewritten), no multipart without a usable
+    boundary (written as text), no defect in the MIME structure, no header of a
+    part dropped or rewritten, and no address in what a client shows of the parts
+    either (their headers and parameters, preambles and epilogues, text in every
+    plausible charset).
 
     That scan is also the leak check of the body: the delivered copy has these
     bytes under the same Content-Type and Content-Transfer-Encoding, so it parses
     to this same tree."""
-    if amap.found_in(body.decode("latin-1")) or amap.found_in(body.decode("utf-8", "replace")):
+    if amap.found_in_bytes(body) or not headers.crlf_only(body):
         return False
     for part in msg.walk():
         maintype = part.get_content_maintype()
@@ -485,7 +484,7 @@ def _header_section_leaks(head: bytes, real: Sequence[str]) -> bool:
     """``leaks`` for a header section alone: its bytes, and its headers and
     parameters decoded as a client reads them (only these bytes are parsed)."""
     check = AddressMap(dict.fromkeys(real, "x@x"))
-    if check.found_in(head.decode("latin-1")) or check.found_in(head.decode("utf-8", "replace")):
+    if check.found_in_bytes(head):
         return True
     top = BytesHeaderParser(_class=EmailMessage, policy=mailpolicy.DEFAULT).parsebytes(head)
     return _headers_leak(top, check)
@@ -536,7 +535,7 @@ def leaks(data: bytes, real: Sequence[str]) -> bool:
     (quoted-printable and base64 hide addresses from a byte scan), attached messages
     sent encoded.  The bytes are parsed afresh, as the recipient's client will."""
     check = AddressMap(dict.fromkeys(real, "x@x"))
-    if check.found_in(data.decode("latin-1")) or check.found_in(data.decode("utf-8", "replace")):
+    if check.found_in_bytes(data):
         return True
     delivered = email.message_from_bytes(data, _class=EmailMessage, policy=mailpolicy.DEFAULT)
     return any(_part_leaks(part, check) for part in delivered.walk())

@@ -58,6 +58,7 @@ _AT_SPELLINGS = re.compile(r"@|&|%|=40")
 """What every spelling of ``@`` in ``_char_pattern`` starts with or is."""
 _AT_FIRST = ("@", "&", "%", "=40")
 """The same, for a first look: text with none of these holds no address."""
+_AT_FIRST_BYTES = tuple(at.encode("ascii") for at in _AT_FIRST)
 _LONGEST_SPELLING = 16
 """Characters the longest spelling of one address character can take: ``&#x`` with
 eight zeros, two hex digits and ``;`` is 14 (``%e1%ba%a1`` is 9)."""
@@ -156,6 +157,17 @@ class AddressMap:
         if "%" in text and self.search(unquote(text, errors="replace")):
             return True
         return "&" in text and self.search(html.unescape(text))
+
+    def found_in_bytes(self, data: bytes) -> bool:
+        """``found_in`` for bytes, read as Latin-1 and as UTF-8 (undecodable bytes
+        replaced), as a mail client may show them.  Bytes without any ASCII start
+        of a spelling of ``@`` are passed over undecoded: neither reading can show
+        an ASCII character that is not in the bytes."""
+        if not self._pattern or not any(at in data for at in _AT_FIRST_BYTES):
+            return False
+        return self.found_in(data.decode("latin-1")) or self.found_in(
+            data.decode("utf-8", "replace")
+        )
 
     def replace_all(self, text: str) -> str:
         """``replace``, then, if an address is still hidden behind a second layer of
