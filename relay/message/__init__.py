@@ -7,6 +7,8 @@
   messages (``AddressMap``), and the MIME editing that needs;
 - ``compose``: what the recipient sees: the header allow-list, From/To,
   Message-ID, and the leak check that refuses a copy with a real address left;
+- ``headers``: the header section of received bytes, and header fields
+  written and folded as bytes (compose's fast path);
 - ``threading_ids``: In-Reply-To/References mapped between the two sides.
 
 May import: ``relay.core``, ``relay.storage``.

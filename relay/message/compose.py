@@ -8,6 +8,17 @@ signatures, vendor trace headers — is left out.  From, To, Message-ID and the
 threading headers are ours.  Then every real address still anywhere in the
 message (headers, bodies, attached messages, preambles) becomes a token, and a
 last check refuses to let a message out if the counterpart's address survived.
+
+Two ways to the same copy:
+
+- the fast path (``compose_unchanged``), for a message whose body holds nothing
+  to replace or repair: a header section of the relay's own, written as bytes
+  (``relay.message.headers``), then the body exactly as it arrived.  The parse
+  the message already had serves the body scan and the leak check; nothing is
+  parsed or written through the ``email`` object model again;
+- the full path, for everything else (and whenever the fast path is unsure):
+  the parsed message rewritten in place, written out by the ``email`` package,
+  and parsed once more by the leak check.
 """
 
 from __future__ import annotations
@@ -15,14 +26,22 @@ from __future__ import annotations
 import contextlib
 import email.policy
 import logging
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from email import errors
 from email.headerregistry import BaseHeader
 from email.message import EmailMessage, Message
-from email.utils import collapse_rfc2231_value, formatdate
+from email.parser import BytesHeaderParser
+from email.utils import (
+    collapse_rfc2231_value,
+    format_datetime,
+    formatdate,
+    parsedate_to_datetime,
+)
 
 from relay.core import addresses, names
-from relay.message import mailpolicy
+from relay.message import headers, mailpolicy
 from relay.message.parse import TRACE_HEADER
 from relay.message.tokenizer import (
     AddressMap,
@@ -31,6 +50,7 @@ from relay.message.tokenizer import (
     decode_header_text,
     encoded_message_bytes,
     header_as_text,
+    headers_kept_as_they_are,
     rewrite_params,
     rewrite_text_part,
     set_header,
@@ -129,12 +149,71 @@ def compose(
     in_reply_to: Sequence[str],
     references: Sequence[str],
     hostname: str,
+    source: bytes | None = None,
+    shared: bool = False,
 ) -> Outgoing:
-    """Rewrite ``msg`` (in place) for ``recipient``; returns the bytes to deliver.
+    """The copy of ``msg`` for ``recipient``: the bytes to deliver.  ``msg`` is
+    rewritten in place on the full path.
+
+    ``source``: the bytes ``msg`` was parsed from, given when nothing has changed
+    ``msg`` since.  Then a message whose body needs no rewriting is written from
+    them (``compose_unchanged``), and ``msg`` is left as it is.  ``shared``: other
+    recipients' copies are ``msg`` too, so it must not change at all: when the
+    message has to be rewritten, a fresh parse of ``source`` is.
 
     Raises UnsafeMessage if a real address of the sender is still in the result,
     or if the message is too malformed to be rewritten at all.
     """
+    if source is not None:
+        try:
+            out = compose_unchanged(
+                msg,
+                source,
+                sender=sender,
+                recipient=recipient,
+                message_id=message_id,
+                in_reply_to=in_reply_to,
+                references=references,
+                hostname=hostname,
+            )
+        except Exception as exc:  # a case the fast path does not know: the full path does
+            log.info("the fast path gave up (%s): the message is rewritten", type(exc).__name__)
+            out = None
+        if out is not None:
+            return out
+        if shared:
+            msg = _parse(source)
+    elif shared:
+        raise ValueError("a shared message can only be composed from its source")
+    return _compose_rewritten(
+        msg,
+        sender=sender,
+        recipient=recipient,
+        message_id=message_id,
+        in_reply_to=in_reply_to,
+        references=references,
+        hostname=hostname,
+    )
+
+
+def _parse(data: bytes) -> EmailMessage:
+    msg = email.message_from_bytes(data, _class=EmailMessage, policy=mailpolicy.DEFAULT)
+    assert isinstance(msg, EmailMessage)
+    return msg
+
+
+def _compose_rewritten(
+    msg: EmailMessage,
+    *,
+    sender: Party,
+    recipient: Party,
+    message_id: str,
+    in_reply_to: Sequence[str],
+    references: Sequence[str],
+    hostname: str,
+) -> Outgoing:
+    """The full path: ``msg`` rewritten in place through the ``email`` object model,
+    written out, and the result parsed again for the leak check."""
     smtputf8 = not recipient.real[0].isascii()
     policy = mailpolicy.SMTPUTF8 if smtputf8 else mailpolicy.SMTP
     try:
@@ -162,33 +241,13 @@ def _rewrite(
     references: Sequence[str],
     hostname: str,
 ) -> None:
-    amap = AddressMap(
-        {**{a: sender.token for a in sender.real}, **{a: recipient.token for a in recipient.real}}
-    )
+    amap = _address_map(sender, recipient)
     tokenize_parts(msg, amap, drop=INFRASTRUCTURE_HEADERS)
     if not msg.is_multipart() and msg.get_content_maintype() == "text":
         rewrite_text_part(msg, amap)
     _rewrite_boundary_text(msg, amap)
 
-    kept: list[tuple[str, str]] = []
-    for name, raw in msg.raw_items():
-        lname = name.lower()
-        value = decode_header_text(str(raw))
-        if lname in KEPT_HEADERS or (
-            lname.startswith("x-")
-            and lname not in INFRASTRUCTURE_HEADERS
-            and not carries_infrastructure(name, value)
-            and not amap.found_in(name)
-        ):
-            if lname.startswith("content-") or lname == "mime-version":
-                new = None
-                if lname in ("content-type", "content-disposition"):
-                    new = rewrite_params(name, str(raw), amap)
-                if new is None and amap.found_in(value):
-                    new = amap.replace_all(value)
-                kept.append((name, unfold(str(raw)) if new is None else new))
-            else:
-                kept.append((name, " ".join(amap.replace_all(value).split())))
+    kept = kept_headers(((name, str(raw)) for name, raw in msg.raw_items()), amap)
     for name in {n for n, _ in msg.raw_items()}:
         del msg[name]
 
@@ -214,6 +273,224 @@ def _rewrite(
     if "MIME-Version" not in msg:
         msg["MIME-Version"] = "1.0"
     msg[TRACE_HEADER] = hostname
+
+
+def _address_map(sender: Party, recipient: Party) -> AddressMap:
+    """Both parties' real addresses, each to its token."""
+    return AddressMap(
+        {**{a: sender.token for a in sender.real}, **{a: recipient.token for a in recipient.real}}
+    )
+
+
+def kept_headers(fields: Iterable[tuple[str, str]], amap: AddressMap) -> list[tuple[str, str]]:
+    """The top-level headers the recipient gets, from the (name, raw value) pairs
+    received, in order: the allow-list, addresses replaced.  MIME headers keep
+    their raw (unfolded) value unless an address had to be replaced; the others
+    are decoded and single-spaced.  From, To, Message-ID and threading are not
+    among them: the relay writes its own."""
+    kept: list[tuple[str, str]] = []
+    for name, raw in fields:
+        lname = name.lower()
+        value = decode_header_text(raw)
+        if lname in KEPT_HEADERS or (
+            lname.startswith("x-")
+            and lname not in INFRASTRUCTURE_HEADERS
+            and not carries_infrastructure(name, value)
+            and not amap.found_in(name)
+        ):
+            if lname.startswith("content-") or lname == "mime-version":
+                new = None
+                if lname in ("content-type", "content-disposition"):
+                    new = rewrite_params(name, raw, amap)
+                if new is None and amap.found_in(value):
+                    new = amap.replace_all(value)
+                kept.append((name, unfold(raw) if new is None else new))
+            else:
+                kept.append((name, " ".join(amap.replace_all(value).split())))
+    return kept
+
+
+# --- the fast path: the body as it arrived, a header section of our own ----------
+
+_STRUCTURE_DEFECTS = (
+    errors.NoBoundaryInMultipartDefect,
+    errors.StartBoundaryNotFoundDefect,
+    errors.CloseBoundaryNotFoundDefect,
+    errors.FirstHeaderLineIsContinuationDefect,
+    errors.MisplacedEnvelopeHeaderDefect,
+    errors.MissingHeaderBodySeparatorDefect,
+    errors.MultipartInvariantViolationDefect,
+    errors.InvalidMultipartContentTransferEncodingDefect,
+)
+"""Defects of a MIME structure that the full path repairs as it writes the message
+back (a missing boundary, a part without its empty line): such a body is not
+passed on as it arrived."""
+
+_SHAPING = ("content-type", "content-transfer-encoding")
+"""The top-level headers that say how the body is read: the fast path keeps them
+as received, so that the delivered copy's body reads as the one it scanned."""
+
+_MAX_LINE = 998
+"""Characters a line may have, CRLF not counted (RFC 5322 §2.1.1)."""
+
+_PLAIN = re.compile(r"[\x20-\x7e\t]*")
+"""A header value the fast path writes as it is: printable ASCII and blanks."""
+
+
+def compose_unchanged(
+    msg: EmailMessage,
+    source: bytes,
+    *,
+    sender: Party,
+    recipient: Party,
+    message_id: str,
+    in_reply_to: Sequence[str],
+    references: Sequence[str],
+    hostname: str,
+) -> Outgoing | None:
+    """The copy for ``recipient`` as a header section of the relay's own followed by
+    the body of ``source`` exactly as it arrived, or None when the full path must
+    write it: the body needs rewriting, or something about the message is not plain
+    enough to be sure of the result.
+
+    ``msg`` is what ``source`` parsed to, unchanged since; it is read, never
+    changed.  That one parse serves the body scan and the leak check: on this path
+    the delivered copy is not parsed again.  The headers are the full path's (the
+    same ``kept_headers``), written by ``relay.message.headers``; what a mail client
+    shows of the result is what it shows of the full path's."""
+    section = headers.split(source)
+    if section is None or section.fields != [(str(n), str(v)) for n, v in msg.raw_items()]:
+        return None  # the parser read the header section otherwise: it knows best
+    amap = _address_map(sender, recipient)
+    body = source[section.body :]
+    if not _body_kept(msg, body, amap):
+        return None
+    smtputf8 = not recipient.real[0].isascii()
+    head = _header_section(
+        section.fields,
+        amap,
+        sender=sender,
+        recipient=recipient,
+        own=[
+            ("Message-ID", message_id),
+            ("In-Reply-To", " ".join(in_reply_to)),
+            ("References", " ".join(references)),
+        ],
+        hostname=hostname,
+        utf8=smtputf8,
+    )
+    if head is None or _header_section_leaks(head, sender.real):
+        return None
+    return Outgoing(data=head + b"\r\n" + body, smtputf8=smtputf8)
+
+
+def _body_kept(msg: EmailMessage, body: bytes, amap: AddressMap) -> bool:
+    """Whether the full path would leave the body as it is: no spelling of either
+    party's address in the bytes, CRLF line ends only (the full path writes them),
+    no attached message (always rewritten), no multipart without a usable
+    boundary (written as text), no defect in the MIME structure, no header of a
+    part dropped or rewritten, and no address in what a client shows of the parts
+    either (their headers and parameters, preambles and epilogues, text in every
+    plausible charset).
+
+    That scan is also the leak check of the body: the delivered copy has these
+    bytes under the same Content-Type and Content-Transfer-Encoding, so it parses
+    to this same tree."""
+    if amap.found_in_bytes(body) or not headers.crlf_only(body):
+        return False
+    for part in msg.walk():
+        maintype = part.get_content_maintype()
+        if maintype == "message" or (maintype == "multipart" and not part.is_multipart()):
+            return False
+        if any(isinstance(defect, _STRUCTURE_DEFECTS) for defect in part.defects):
+            return False
+        if part is not msg and (
+            not headers_kept_as_they_are(part, amap, drop=INFRASTRUCTURE_HEADERS)
+            or _headers_leak(part, amap)
+        ):
+            return False
+        if _content_leaks(part, amap):
+            return False
+    return True
+
+
+def _header_section(
+    fields: Sequence[tuple[str, str]],
+    amap: AddressMap,
+    *,
+    sender: Party,
+    recipient: Party,
+    own: Sequence[tuple[str, str]],
+    hostname: str,
+    utf8: bool,
+) -> bytes | None:
+    """The full path's header section (``_rewrite``), in its order, as bytes; None
+    if a value is one the fast path does not write: a MIME header that is not
+    plain ASCII or that changed how the body reads, or any value holding ``=?``
+    (whether a client decodes it again is not for this path to guess)."""
+    out = [
+        headers.address_field(
+            "From", names.display_name(sender.display_name), sender.token, utf8=utf8
+        ),
+        headers.address_field(
+            "To", names.display_name(recipient.display_name), recipient.real[0], utf8=utf8
+        ),
+    ]
+    received: dict[str, str] = {}
+    for name, raw in fields:
+        received.setdefault(name.lower(), unfold(raw))
+    written = {"from": 1, "to": 1}
+    kept = kept_headers(fields, amap)
+    for name, value in kept:
+        lname = name.lower()
+        limit = mailpolicy.DEFAULT.header_max_count(name)
+        if lname == "date" or (limit is not None and written.get(lname, 0) >= limit):
+            continue  # a second Subject is left out (set_header)
+        written[lname] = written.get(lname, 0) + 1
+        value = clean_header_value(value)
+        if "=?" in value:
+            return None
+        if lname.startswith("content-") or lname == "mime-version":
+            if not _PLAIN.fullmatch(value) or (lname in _SHAPING and value != received[lname]):
+                return None
+            out.append(headers.raw_field(name, value))
+        else:
+            out.append(headers.text_field(name, value, utf8=utf8))
+    date = next((v for n, v in kept if n.lower() == "date"), None)
+    ours = [("Date", _date(date)), *((n, v) for n, v in own if v)]
+    if "mime-version" not in written:
+        ours.append(("MIME-Version", "1.0"))
+    ours.append((TRACE_HEADER, hostname))
+    for name, value in ours:
+        if not _PLAIN.fullmatch(value) or "=?" in value:
+            return None
+        out.append(headers.text_field(name, value, utf8=False))
+    head = b"".join(out)
+    if any(len(line) > _MAX_LINE for line in head.split(b"\r\n")):
+        return None  # a word too long to fold (a huge field name): the full path copes
+    return head
+
+
+def _date(value: str | None) -> str:
+    """The Date the full path writes: the sender's, as the ``email`` package
+    rewrites a date it parses, or the time now if there is none that parses."""
+    if value:
+        with contextlib.suppress(Exception):
+            return format_datetime(parsedate_to_datetime(clean_header_value(value)))
+    return formatdate(localtime=False)
+
+
+def _header_section_leaks(head: bytes, real: Sequence[str]) -> bool:
+    """``leaks`` for a header section alone: its bytes, and its headers and
+    parameters decoded as a client reads them (only these bytes are parsed)."""
+    check = AddressMap(dict.fromkeys(real, "x@x"))
+    if check.found_in_bytes(head):
+        return True
+    top = BytesHeaderParser(_class=EmailMessage, policy=mailpolicy.DEFAULT).parsebytes(head)
+    return _headers_leak(top, check)
+
+
+# --- the full path -------------------------------------------------------------
 
 
 def _make_writable(msg: EmailMessage, policy: email.policy.EmailPolicy[EmailMessage]) -> None:
@@ -258,13 +535,17 @@ def leaks(data: bytes, real: Sequence[str]) -> bool:
     (quoted-printable and base64 hide addresses from a byte scan), attached messages
     sent encoded.  The bytes are parsed afresh, as the recipient's client will."""
     check = AddressMap(dict.fromkeys(real, "x@x"))
-    if check.found_in(data.decode("latin-1")) or check.found_in(data.decode("utf-8", "replace")):
+    if check.found_in_bytes(data):
         return True
     delivered = email.message_from_bytes(data, _class=EmailMessage, policy=mailpolicy.DEFAULT)
     return any(_part_leaks(part, check) for part in delivered.walk())
 
 
 def _part_leaks(part: Message, check: AddressMap) -> bool:
+    return _headers_leak(part, check) or _content_leaks(part, check)
+
+
+def _headers_leak(part: Message, check: AddressMap) -> bool:
     for name, raw in part.raw_items():
         if check.found_in(decode_header_text(str(raw))):
             return True
@@ -278,6 +559,10 @@ def _part_leaks(part: Message, check: AddressMap) -> bool:
                 values.extend(map(str, _HEADERS(name, unfold(str(raw))).params.values()))
             if any(check.found_in(decode_header_text(v)) for v in values):
                 return True
+    return False
+
+
+def _content_leaks(part: Message, check: AddressMap) -> bool:
     for attr in ("preamble", "epilogue"):
         if check.found_in(getattr(part, attr, None) or ""):
             return True

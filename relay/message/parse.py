@@ -10,7 +10,7 @@ from __future__ import annotations
 import email
 import email.policy
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.message import EmailMessage, Message
 
 from relay.core.refusals import Refusal, Refused
@@ -38,6 +38,11 @@ class ParsedMail:
     references: tuple[str, ...]
     auto_submitted: bool
     """RFC 3834 auto-submitted mail, a DSN, or list/bulk mail: never answered."""
+    source: bytes
+    """The bytes ``message`` was parsed from."""
+    shared: bool = False
+    """``message`` is other recipients' copy too (``relay.pipeline.filtering.copies``):
+    it is never changed; a copy that must change gets its own parse (``reparse``)."""
 
 
 def header_text(msg: EmailMessage, name: str) -> str:
@@ -87,7 +92,17 @@ def parse(raw: bytes, *, hostname: str, max_hops: int) -> ParsedMail:
             or precedence in {"bulk", "junk", "list"}
             or "multipart/report" in content_type
         ),
+        source=raw,
     )
+
+
+def reparse(parsed: ParsedMail, raw: bytes | None = None) -> ParsedMail:
+    """``parsed`` with a message of its own, parsed from ``raw`` (by default the bytes
+    ``parsed`` came from); the facts ``parse`` read off the headers stay its own."""
+    raw = parsed.source if raw is None else raw
+    msg = email.message_from_bytes(raw, _class=EmailMessage, policy=mailpolicy.DEFAULT)
+    assert isinstance(msg, EmailMessage)
+    return replace(parsed, message=msg, source=raw, shared=False)
 
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")

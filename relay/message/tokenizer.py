@@ -24,6 +24,7 @@ import codecs
 import email
 import email.policy
 import email.utils
+import functools
 import html
 import logging
 import quopri
@@ -55,11 +56,15 @@ _EXTRA_SPELLINGS = {
 
 _AT_SPELLINGS = re.compile(r"@|&|%|=40")
 """What every spelling of ``@`` in ``_char_pattern`` starts with or is."""
+_AT_FIRST = ("@", "&", "%", "=40")
+"""The same, for a first look: text with none of these holds no address."""
+_AT_FIRST_BYTES = tuple(at.encode("ascii") for at in _AT_FIRST)
 _LONGEST_SPELLING = 16
 """Characters the longest spelling of one address character can take: ``&#x`` with
 eight zeros, two hex digits and ``;`` is 14 (``%e1%ba%a1`` is 9)."""
 
 
+@functools.lru_cache(maxsize=4096)
 def _char_pattern(ch: str) -> str:
     """A regex for one character of an address in any spelling a mail client or a
     browser would show as that character: itself (either case), a decimal or hex
@@ -124,9 +129,10 @@ class AddressMap:
 
         Every spelling of an address contains a spelling of ``@``, so the full
         pattern only runs in windows around those: a 200 KB base64 attachment,
-        which has none, costs one fast scan instead of a regex try per position.
+        which has none, costs four substring tests (each many times faster than
+        the scan for them) instead of a regex try per position.
         """
-        if not self._pattern:
+        if not self._pattern or not any(at in text for at in _AT_FIRST):
             return False
         end = -1  # the text up to here has been searched
         for at in _AT_SPELLINGS.finditer(text):
@@ -151,6 +157,17 @@ class AddressMap:
         if "%" in text and self.search(unquote(text, errors="replace")):
             return True
         return "&" in text and self.search(html.unescape(text))
+
+    def found_in_bytes(self, data: bytes) -> bool:
+        """``found_in`` for bytes, read as Latin-1 and as UTF-8 (undecodable bytes
+        replaced), as a mail client may show them.  Bytes without any ASCII start
+        of a spelling of ``@`` are passed over undecoded: neither reading can show
+        an ASCII character that is not in the bytes."""
+        if not self._pattern or not any(at in data for at in _AT_FIRST_BYTES):
+            return False
+        return self.found_in(data.decode("latin-1")) or self.found_in(
+            data.decode("utf-8", "replace")
+        )
 
     def replace_all(self, text: str) -> str:
         """``replace``, then, if an address is still hidden behind a second layer of
@@ -420,14 +437,10 @@ def rewrite_headers(part: Message, amap: AddressMap, *, drop: Iterable[str] = ()
     changed = False
     kept: list[tuple[str, str]] = []
     for name, value in items:
-        if name.lower() in dropped or _is_dropped_pattern(name) or amap.found_in(name):
+        dropping, new = _rewritten_header(name, value, amap, dropped)
+        if dropping:
             changed = True
             continue
-        new = None
-        if name.lower() in _PARAMETERIZED:
-            new = rewrite_params(name, str(value), amap)
-        if new is None:
-            new = rewrite_header_value(str(value), amap)
         if new is not None:
             changed = True
             kept.append((name, new))
@@ -439,6 +452,30 @@ def rewrite_headers(part: Message, amap: AddressMap, *, drop: Iterable[str] = ()
         del part[name]
     for name, value in kept:
         set_header(part, name, value)
+
+
+def headers_kept_as_they_are(part: Message, amap: AddressMap, *, drop: Iterable[str]) -> bool:
+    """Whether ``rewrite_headers`` would leave every header of ``part`` as it is."""
+    dropped = {name.lower() for name in drop}
+    return all(
+        _rewritten_header(name, value, amap, dropped) == (False, None)
+        for name, value in _raw_items(part)
+    )
+
+
+def _rewritten_header(
+    name: str, value: str, amap: AddressMap, dropped: set[str]
+) -> tuple[bool, str | None]:
+    """Whether a header of a MIME part is dropped, and else its value with addresses
+    replaced (None: it has none)."""
+    if name.lower() in dropped or _is_dropped_pattern(name) or amap.found_in(name):
+        return True, None
+    new = None
+    if name.lower() in _PARAMETERIZED:
+        new = rewrite_params(name, str(value), amap)
+    if new is None:
+        new = rewrite_header_value(str(value), amap)
+    return False, new
 
 
 def decode_encoded_messages(msg: Message) -> None:

@@ -10,7 +10,8 @@ module and each taking and returning typed values:
 3. ``sender``: the From header claims only addresses the sender may use;
 4. ``authn``: SPF, DKIM and DMARC as ``auth.policy`` asks, and the
    Authentication-Results header, added before any copy is made;
-5. ``filtering``: one copy of the message per recipient, the rules' verdict on each;
+5. ``filtering``: the recipients' copies of the message (one parse, shared until
+   a copy must change), the rules' verdict on each;
 6. ``decide``: a rule's reject or quarantine, the buyer's opt-out, the rules'
    strip and redact; then ``rewrite``: the copy the recipient gets, archived;
 7. ``record``: the one write transaction, committed before the 250.

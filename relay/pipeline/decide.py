@@ -17,7 +17,7 @@ from relay.core.logs import redact
 from relay.delivery.notices import optout_reason
 from relay.filters import Action, Verdict
 from relay.filters import actions as filter_actions
-from relay.message.parse import ParsedMail
+from relay.message.parse import ParsedMail, reparse
 from relay.pipeline.rewrite import rewrite
 from relay.pipeline.verdicts import Held, OptedOut, Plan, RuleRejected
 from relay.storage import directory
@@ -38,7 +38,7 @@ def plan(
     archive: Archive,
 ) -> Plan:
     """Decide for one recipient and, if the message is to be delivered, rewrite and
-    archive its copy (``parsed``, changed in place)."""
+    archive its copy (``parsed``: changed in place, unless other recipients share it)."""
     deciding = verdict.deciding
     if verdict.action is Action.REJECT and deciding is not None:
         return Plan(route, verdict, RuleRejected(deciding.rule_id, deciding.notice))
@@ -46,10 +46,13 @@ def plan(
         return Plan(route, verdict, Held(deciding.rule_id))
     if blocked_by_optout(reads, route, parsed, config=config):
         return Plan(route, verdict, OptedOut(optout_reason(config)))
+    if parsed.shared and (verdict.acting(Action.STRIP) or verdict.acting(Action.REDACT)):
+        parsed = reparse(parsed)  # the rules change this copy: it needs one of its own
     changes = filter_actions.apply(parsed.message, verdict, marketplace=config.marketplace.name)
     if changes:
         log.info("conversation %s: %s", route.conversation_id, redact("; ".join(changes)))
-    return Plan(route, verdict, rewrite(reads, route, parsed, config=config, archive=archive))
+    decision = rewrite(reads, route, parsed, config=config, archive=archive, unchanged=not changes)
+    return Plan(route, verdict, decision)
 
 
 def blocked_by_optout(

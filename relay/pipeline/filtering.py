@@ -1,25 +1,22 @@
 """The filter stage: each recipient's copy of the message, and the rules' verdict on it.
 
-Rewriting works in place (the filters' ``strip`` and ``redact``, then
-``compose``), so each recipient gets a copy of its own.  All copies are parsed
-from the same bytes: the message as received, with the relay's
-Authentication-Results header when one was added, which is also the copy
-archived as "received" and the one a release from quarantine filters again.
+The copies are one parse of the message as received, with the relay's
+Authentication-Results header when one was added (which is also the copy
+archived as "received" and the one a release from quarantine filters again),
+shared by the recipients: the rules only read it, and a copy that the
+rewriting must change gets a parse of its own (``ParsedMail.shared``).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import email
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
-from email.message import EmailMessage
 
 from relay.core.refusals import Refusal, Refused
 from relay.filters import Role, RuleSet, Verdict, evaluate
-from relay.message import mailpolicy
-from relay.message.parse import ParsedMail
+from relay.message.parse import ParsedMail, reparse
 from relay.storage.directory import Route
 from relay.storage.models import Direction
 
@@ -28,22 +25,20 @@ log = logging.getLogger("relay.pipeline")
 
 def copies(raw: bytes, parsed: ParsedMail, count: int, *, same: bool) -> list[ParsedMail]:
     """``count`` copies of the message in ``raw``; ``same``: whether ``parsed`` was
-    parsed from exactly ``raw`` (then it is the first copy, and one parse is saved).
+    parsed from exactly ``raw`` (then it is the copy, and one parse is saved).
 
-    When a header was added to ``raw`` since, every copy is parsed anew, so that
-    no recipient's copy differs from the others' (a ``header`` rule sees the same
-    headers for every recipient)."""
+    One parse serves every recipient: a copy that needs no change is written
+    without changing it (``compose``'s fast path), and one that must change (the
+    rules' strip and redact, a body with an address to replace) is parsed anew
+    first (``ParsedMail.shared``).  When a header was added to ``raw`` since,
+    the copy is a parse of ``raw``, so that every recipient's copy has it (a
+    ``header`` rule sees the same headers for every recipient)."""
     if count == 0:
         return []
-    first = [parsed] if same else []
-    return first + [_reparse(raw, parsed) for _ in range(count - len(first))]
-
-
-def _reparse(raw: bytes, parsed: ParsedMail) -> ParsedMail:
-    """A fresh copy: the facts ``parse`` read off the headers stay those of ``parsed``."""
-    msg = email.message_from_bytes(raw, _class=EmailMessage, policy=mailpolicy.DEFAULT)
-    assert isinstance(msg, EmailMessage)
-    return replace(parsed, message=msg)
+    copy = parsed if same else reparse(parsed, raw)
+    if count == 1:
+        return [copy]
+    return [replace(copy, shared=True)] * count
 
 
 def run(

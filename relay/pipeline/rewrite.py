@@ -27,9 +27,20 @@ from relay.storage.models import Party as Side
 
 
 def rewrite(
-    reads: Session, route: Route, parsed: ParsedMail, *, config: RelayConfig, archive: Archive
+    reads: Session,
+    route: Route,
+    parsed: ParsedMail,
+    *,
+    config: RelayConfig,
+    archive: Archive,
+    unchanged: bool = False,
 ) -> Deliver | Unreadable:
-    """Rewrite ``parsed`` (in place) for the recipient of ``route`` and archive it."""
+    """Rewrite ``parsed`` for the recipient of ``route`` and archive it.
+
+    ``unchanged``: nothing (no rule) has changed ``parsed.message`` since it was
+    parsed from ``parsed.source``, so that a body with nothing to replace can be
+    delivered as the bytes it arrived as.  Otherwise ``parsed.message`` is
+    rewritten in place."""
     market = config.marketplace
     buyer = Party(
         display_name=market.buyer_display_format.format(
@@ -65,6 +76,8 @@ def rewrite(
             in_reply_to=in_reply_to[:1],
             references=references,
             hostname=config.smtp.hostname,
+            source=parsed.source if unchanged else None,
+            shared=parsed.shared,
         )
     except MalformedMessage:
         return Unreadable.MALFORMED
