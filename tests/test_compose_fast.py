@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import base64
 import email
+import email.header
 import email.policy
 import quopri
+import re
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any
@@ -438,14 +440,33 @@ def test_fast_path_shows_what_the_full_path_shows(built: Built) -> None:
             # The email package loses the space between two encoded words when it
             # folds a line between them (the full path's "¡ ¡" reads back "¡¡"):
             # the fast path may show a space more, never a character otherwise.
+            joined = "".join(theirs.split())
+            if "=?" in joined and "=?" not in ours:
+                # It also folds inside an encoded word sometimes, which a client
+                # then shows undecoded ("=?utf-8?b?4oCU?" "="): read as one piece
+                # again, it must say what the fast path shows.
+                event("the full path split an encoded word")
+                assert "".join(ours.split()) == _decoded_words(joined), name
+                continue
             event("the full path lost a space")
-            assert ours.split() != theirs.split() and "".join(ours.split()) == "".join(
-                theirs.split()
-            ), name
+            assert ours.split() != theirs.split() and "".join(ours.split()) == joined, name
             assert len(ours.split()) > len(theirs.split()), name
         else:
             assert ours == theirs, name
     assert fast_parts == full_parts
+
+
+_ENCODED_WORD = re.compile(r"=\?([^?]+)\?([bBqQ])\?([^?]*)\?=")
+
+
+def _decoded_words(text: str) -> str:
+    """``text`` with every RFC 2047 encoded word in it decoded."""
+
+    def one(m: re.Match[str]) -> str:
+        decoded, charset = email.header.decode_header(m.group(0))[0]
+        return decoded.decode(charset or "ascii") if isinstance(decoded, bytes) else decoded
+
+    return _ENCODED_WORD.sub(one, text)
 
 
 # --- which path a message takes ------------------------------------------------------
