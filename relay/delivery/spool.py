@@ -27,9 +27,9 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from sqlalchemy import ColumnElement, update
+from sqlalchemy import ColumnElement, Table, insert, update
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, func, or_, select
 from sqlmodel.sql.expression import SelectOfScalar
@@ -39,7 +39,7 @@ from relay.core.tokens import new_token, token_address
 from relay.delivery.listeners import listener_for
 from relay.delivery.notices import create_notice, party_map, sanitize
 from relay.storage.archive import Archive
-from relay.storage.db import insert_row
+from relay.storage.db import inserted_id
 from relay.storage.events import EventType, message_event
 from relay.storage.models import (
     Conversation,
@@ -93,18 +93,34 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{new_token()[:6]}"
 
 
+_DELIVERIES = cast(Table, Delivery.__table__)  # type: ignore[attr-defined]
+_NEW_DELIVERY = insert(_DELIVERIES)
+"""Built once: a message's delivery costs an execute with parameters, not a
+statement's construction and cache key."""
+
+
 def enqueue(session: Session, message_id: int, *, recipient: str, domain: str) -> int:
     """A delivery of message ``message_id`` to ``recipient`` with its own VERP
     return path; returns the delivery's id."""
     verp = new_token()
-    return insert_row(
-        session,
-        Delivery(
-            message_id=message_id,
-            envelope_from=f"bounce+{verp}@{domain}",
-            verp=verp,
-            recipient=recipient,
-        ),
+    now = utcnow()
+    return inserted_id(
+        session.connection(),
+        _NEW_DELIVERY,
+        {
+            "message_id": message_id,
+            "envelope_from": f"bounce+{verp}@{domain}",
+            "verp": verp,
+            "recipient": recipient,
+            "status": DeliveryStatus.PENDING,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "last_reply": "",
+            "claimed_by": None,
+            "claimed_until": None,
+            "created_at": now,
+            "finished_at": None,
+        },
     )
 
 
