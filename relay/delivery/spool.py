@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
 
-from sqlalchemy import ColumnElement, Table, insert, update
+from sqlalchemy import ColumnElement, Connection, Table, bindparam, insert, update
+from sqlalchemy import select as core_select
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, func, or_, select
 from sqlmodel.sql.expression import SelectOfScalar
@@ -40,7 +41,7 @@ from relay.delivery.listeners import listener_for
 from relay.delivery.notices import create_notice, party_map, sanitize
 from relay.storage.archive import Archive
 from relay.storage.db import inserted_id
-from relay.storage.events import EventType, message_event
+from relay.storage.events import EventType, message_event, message_event_of
 from relay.storage.models import (
     Conversation,
     Delivery,
@@ -87,6 +88,9 @@ class Claimed:
     trace_id: str = "-"
     recipient_token: str = "-"
     """The recipient's token address: what the logs say instead of ``recipient``."""
+    conversation_id: int | None = None
+    """The message's conversation (a notice has that of the message it is
+    about; campaign mail has none)."""
 
 
 def worker_id() -> str:
@@ -94,9 +98,14 @@ def worker_id() -> str:
 
 
 _DELIVERIES = cast(Table, Delivery.__table__)  # type: ignore[attr-defined]
+_MESSAGES = cast(Table, Message.__table__)  # type: ignore[attr-defined]
+_D, _M = _DELIVERIES.c, _MESSAGES.c
 _NEW_DELIVERY = insert(_DELIVERIES)
-"""Built once: a message's delivery costs an execute with parameters, not a
-statement's construction and cache key."""
+_NEW_ATTEMPT = insert(cast(Table, DeliveryAttempt.__table__))  # type: ignore[attr-defined]
+"""The queue's statements are built once: a message's delivery and its outcome
+cost executes with parameters, not statement construction and cache keys.  The
+parameters' names are never a column's: an UPDATE would SET a column that a
+parameter is named after."""
 
 
 def enqueue(session: Session, message_id: int, *, recipient: str, domain: str) -> int:
@@ -151,7 +160,7 @@ def claim(
     )
     due = select(Delivery.id).where(*claimable).order_by(col(Delivery.next_attempt_at))
     ids = lease_rows(session, Delivery, due.limit(limit), claimable, worker=worker, until=until)
-    return _claimed(session, ids, domain) if ids else []
+    return _claimed(session, ids, worker, domain) if ids else []
 
 
 class Leasable(Protocol):
@@ -194,7 +203,7 @@ def lease_rows(
     return ids
 
 
-def _claimed(session: Session, ids: list[int], domain: str) -> list[Claimed]:
+def _claimed(session: Session, ids: list[int], worker: str, domain: str) -> list[Claimed]:
     """What the worker needs of the leased deliveries, in one joined query.  A
     delivery whose message has no delivered copy cannot be sent: it fails."""
     about = aliased(Message)
@@ -208,6 +217,7 @@ def _claimed(session: Session, ids: list[int], domain: str) -> list[Claimed]:
             Message.delivered_path,
             Message.trace_id,
             Message.direction,
+            Message.conversation_id,
             about.direction,
             Conversation.buyer_token,
             Conversation.seller_token,
@@ -221,11 +231,17 @@ def _claimed(session: Session, ids: list[int], domain: str) -> list[Claimed]:
     claimed: list[Claimed] = []
     for row in rows:
         (d_id, message_id, envelope_from, recipient, attempts, path, trace, direction) = row[:8]
-        about_direction, buyer_token, seller_token = row[8:]
+        conversation_id, about_direction, buyer_token, seller_token = row[8:]
         if not path:
-            d = session.get(Delivery, d_id)
-            assert d is not None
-            _finish(session, d, DeliveryStatus.FAILED, Outcome.FAILED, "no delivered copy archived")
+            _finish(
+                session.connection(),
+                d_id,
+                worker,
+                DeliveryStatus.FAILED,
+                Outcome.FAILED,
+                "no delivered copy archived",
+                utcnow(),
+            )
             continue
         # A notice goes back to the sender of the message it is about.
         to_seller = (
@@ -247,6 +263,7 @@ def _claimed(session: Session, ids: list[int], domain: str) -> list[Claimed]:
                 recipient_token=(token_address(token, domain) if domain else token)
                 if token and (direction is not Direction.NOTICE or about_direction)
                 else "-",
+                conversation_id=conversation_id,
             )
         )
     return claimed
@@ -312,43 +329,111 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _owned(session: Session, delivery_id: int, worker: str) -> Delivery | None:
-    d = session.get(Delivery, delivery_id)
-    if d is None or d.status is not DeliveryStatus.PENDING or d.claimed_by != worker:
-        return None
-    return d
+_OWNED = core_select(_D.message_id, _D.attempts, _D.created_at).where(
+    _D.id == bindparam("delivery_id"),
+    _D.status == DeliveryStatus.PENDING,
+    _D.claimed_by == bindparam("worker"),
+)
+"""A delivery that is still ``worker``'s to record (pending, leased to it)."""
+_FINISH = (
+    update(_DELIVERIES)
+    .where(
+        _D.id == bindparam("delivery_id"),
+        _D.status == DeliveryStatus.PENDING,
+        _D.claimed_by == bindparam("worker"),
+    )
+    .values(
+        status=bindparam("new_status"),
+        attempts=_D.attempts + 1,
+        last_reply=bindparam("reply"),
+        finished_at=bindparam("now"),
+        claimed_by=None,
+        claimed_until=None,
+    )
+)
+_DEFER = (
+    update(_DELIVERIES)
+    .where(
+        _D.id == bindparam("delivery_id"),
+        _D.status == DeliveryStatus.PENDING,
+        _D.claimed_by == bindparam("worker"),
+    )
+    .values(
+        attempts=_D.attempts + 1,
+        last_reply=bindparam("reply"),
+        next_attempt_at=bindparam("next_at"),
+        claimed_by=None,
+        claimed_until=None,
+    )
+)
+_MESSAGE_DELIVERED = (
+    update(_MESSAGES)
+    .where(_M.id == bindparam("message_id"), _M.status == MessageStatus.QUEUED)
+    .values(status=MessageStatus.DELIVERED, updated_at=bindparam("now"))
+)
 
 
 def _finish(
-    session: Session, d: Delivery, status: DeliveryStatus, outcome: Outcome, reply: str
+    conn: Connection,
+    delivery_id: int,
+    worker: str,
+    status: DeliveryStatus,
+    outcome: Outcome,
+    reply: str,
+    now: datetime,
+) -> bool:
+    """End ``worker``'s delivery with ``status`` and record the attempt; False
+    (and nothing written) when the delivery is no longer ``worker``'s."""
+    result = conn.execute(
+        _FINISH,
+        {
+            "delivery_id": delivery_id,
+            "worker": worker,
+            "new_status": status,
+            "reply": reply,
+            "now": now,
+        },
+    )
+    if result.rowcount != 1:
+        return False
+    _attempt(conn, delivery_id, outcome, reply, now)
+    return True
+
+
+def _attempt(
+    conn: Connection, delivery_id: int, outcome: Outcome, reply: str, now: datetime
 ) -> None:
+    conn.execute(
+        _NEW_ATTEMPT,
+        {"delivery_id": delivery_id, "at": now, "outcome": outcome.value, "reply": reply},
+    )
+
+
+def record_delivered(session: Session, item: Claimed, worker: str, reply: str) -> None:
+    """The recipient's server took ``item``: the delivery is done and its
+    message delivered (if it was still queued), with the campaign's listener
+    told and the ``message.delivered`` event written.  Nothing is read: the
+    claimed item knows its message, and the conditional UPDATEs say what was
+    still to be done."""
+    conn = session.connection()
     now = utcnow()
-    d.status = status
-    d.attempts += 1
-    d.last_reply = reply
-    d.finished_at = now
-    d.claimed_by = None
-    d.claimed_until = None
-    session.add(d)
-    assert d.id is not None
-    session.add(DeliveryAttempt(delivery_id=d.id, at=now, outcome=outcome.value, reply=reply))
-
-
-def record_delivered(session: Session, delivery_id: int, worker: str, reply: str) -> None:
-    d = _owned(session, delivery_id, worker)
-    if d is None:
+    if not _finish(conn, item.id, worker, DeliveryStatus.DELIVERED, Outcome.DELIVERED, reply, now):
         return
-    _finish(session, d, DeliveryStatus.DELIVERED, Outcome.DELIVERED, reply)
-    msg = session.get(Message, d.message_id)
-    if msg is not None and msg.status is MessageStatus.QUEUED:
-        msg.status = MessageStatus.DELIVERED
-        msg.updated_at = utcnow()
-        session.add(msg)
-        listener = listener_for(msg.direction)
-        if listener is not None:
-            listener.delivered(session, msg)
-        if msg.direction in CONVERSATION:
-            message_event(session, EventType.MESSAGE_DELIVERED, msg, delivery_id=d.id)
+    result = conn.execute(_MESSAGE_DELIVERED, {"message_id": item.message_id, "now": now})
+    if result.rowcount != 1:
+        return
+    listener = listener_for(item.direction)
+    if listener is not None:
+        listener.delivered(session, item.message_id)
+    if item.direction in CONVERSATION:
+        message_event_of(
+            session,
+            EventType.MESSAGE_DELIVERED,
+            message_id=item.message_id,
+            direction=item.direction,
+            conversation_id=item.conversation_id,
+            delivery_id=item.id,
+        )
 
 
 def backoff(retry: RetryConfig, attempts: int) -> float:
@@ -366,30 +451,30 @@ def record_deferred(
     config: RelayConfig,
 ) -> bool:
     """Schedule the next attempt, or give up: True when the message failed."""
-    d = _owned(session, delivery_id, worker)
-    if d is None:
+    conn = session.connection()
+    owned = conn.execute(_OWNED, {"delivery_id": delivery_id, "worker": worker}).first()
+    if owned is None:
         return False
+    message_id, attempts, created_at = owned
     now = utcnow()
-    if (now - d.created_at).total_seconds() >= config.delivery.retry.give_up_after:
-        _fail(
+    if (now - created_at).total_seconds() >= config.delivery.retry.give_up_after:
+        return _fail(
             session,
-            d,
+            delivery_id,
+            message_id,
+            worker,
             Outcome.GAVE_UP,
-            f"gave up after {d.attempts + 1} attempts: {reply}",
+            f"gave up after {attempts + 1} attempts: {reply}",
             archive=archive,
             config=config,
         )
-        return True
-    d.attempts += 1
-    d.last_reply = reply
-    d.next_attempt_at = now + timedelta(seconds=backoff(config.delivery.retry, d.attempts))
-    d.claimed_by = None
-    d.claimed_until = None
-    session.add(d)
-    assert d.id is not None
-    session.add(
-        DeliveryAttempt(delivery_id=d.id, at=now, outcome=Outcome.DEFERRED.value, reply=reply)
+    next_at = now + timedelta(seconds=backoff(config.delivery.retry, attempts + 1))
+    result = conn.execute(
+        _DEFER,
+        {"delivery_id": delivery_id, "worker": worker, "reply": reply, "next_at": next_at},
     )
+    if result.rowcount == 1:
+        _attempt(conn, delivery_id, Outcome.DEFERRED, reply, now)
     return False
 
 
@@ -403,29 +488,45 @@ def record_failed(
     config: RelayConfig,
 ) -> bool:
     """The delivery failed for good: True when it was still this worker's to record."""
-    d = _owned(session, delivery_id, worker)
-    if d is None:
+    conn = session.connection()
+    owned = conn.execute(_OWNED, {"delivery_id": delivery_id, "worker": worker}).first()
+    if owned is None:
         return False
-    _fail(session, d, Outcome.FAILED, reply, archive=archive, config=config)
-    return True
+    return _fail(
+        session,
+        delivery_id,
+        owned[0],
+        worker,
+        Outcome.FAILED,
+        reply,
+        archive=archive,
+        config=config,
+    )
 
 
 def _fail(
     session: Session,
-    d: Delivery,
+    delivery_id: int,
+    message_id: int,
+    worker: str,
     outcome: Outcome,
     reply: str,
     *,
     archive: Archive,
     config: RelayConfig,
-) -> None:
-    _finish(session, d, DeliveryStatus.FAILED, outcome, reply)
-    msg = session.get(Message, d.message_id)
+) -> bool:
+    """End the delivery as failed and tell whom it concerns; False when it was
+    no longer ``worker``'s."""
+    conn = session.connection()
+    if not _finish(conn, delivery_id, worker, DeliveryStatus.FAILED, outcome, reply, utcnow()):
+        return False
+    msg = session.get(Message, message_id)
     if msg is None:
-        return
+        return True
     _notify_failure(
         session, msg, reply, archive=archive, config=config, what="could not be delivered"
     )
+    return True
 
 
 def _notify_failure(
@@ -443,7 +544,8 @@ def _notify_failure(
     session.add(msg)
     listener = listener_for(msg.direction)
     if listener is not None:
-        listener.failed(session, msg)
+        assert msg.id is not None
+        listener.failed(session, msg.id)
     if msg.direction in CONVERSATION:
         message_event(session, EventType.DELIVERY_FAILED, msg, reply=reply[:500])
     if msg.direction in NO_SENDER:

@@ -342,6 +342,10 @@ class GroupCommit:
                 for job in batch:
                     if not job.future.set_running_or_notify_cancel():
                         continue
+                    # Each job starts with an empty identity map: a row that an
+                    # earlier job of the batch changed with a Core statement is
+                    # read again, not taken stale from the map.
+                    session.expunge_all()
                     try:
                         with session.begin_nested():
                             result = job.fn(session, *job.args, **job.kw)

@@ -1,0 +1,121 @@
+"""The queue's statements, looked at directly: what recording an outcome
+changes (on both databases)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from sqlmodel import Session, select
+
+from relay.core.config import DatabaseConfig
+from relay.delivery import spool
+from relay.storage.db import Database
+from relay.storage.models import (
+    Delivery,
+    DeliveryAttempt,
+    DeliveryStatus,
+    Direction,
+    Message,
+    MessageStatus,
+    WebhookEvent,
+)
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    database = Database(DatabaseConfig(url=database_url, busy_timeout=2))
+    database.migrate()
+    yield database
+    database.dispose()
+
+
+def seed(db: Database, **deliveries: dict[str, object]) -> dict[str, int]:
+    """One delivery per name, each of a queued message with a delivered copy;
+    the values are the delivery's own fields (``next_attempt_at``...)."""
+
+    def run(s: Session) -> dict[str, int]:
+        ids = {}
+        for name, fields in deliveries.items():
+            msg = Message(
+                direction=Direction.BUYER_TO_SELLER,
+                status=MessageStatus.QUEUED,
+                delivered_path=f"delivered/{name}.eml",
+            )
+            s.add(msg)
+            s.flush()
+            assert msg.id is not None
+            d = Delivery(message_id=msg.id, envelope_from="", recipient=f"{name}@example.org")
+            for key, value in fields.items():
+                setattr(d, key, value)
+            s.add(d)
+            s.flush()
+            assert d.id is not None
+            ids[name] = d.id
+        return ids
+
+    return db.call(run)
+
+
+def owners(db: Database) -> dict[int, str | None]:
+    return db.call(lambda s: {d.id or 0: d.claimed_by for d in s.exec(select(Delivery))})
+
+
+def test_record_delivered_is_the_leaseholder_s_and_happens_once(db: Database) -> None:
+    seed(db, one={})
+    [item] = db.call(spool.claim, "w1", limit=5, lease=60)
+    db.call(spool.record_delivered, item, "w2", "250 not mine")  # another worker's lease
+    assert db.call(lambda s: s.get(Delivery, item.id)).status is DeliveryStatus.PENDING
+    db.call(spool.record_delivered, item, "w1", "250 ok")
+    db.call(spool.record_delivered, item, "w1", "250 again")
+
+    def state(s: Session) -> tuple[Delivery, Message, list[str], list[WebhookEvent]]:
+        d = s.get(Delivery, item.id)
+        m = s.get(Message, item.message_id)
+        assert d is not None and m is not None
+        attempts = s.exec(
+            select(DeliveryAttempt.outcome).where(DeliveryAttempt.delivery_id == item.id)
+        ).all()
+        events = s.exec(select(WebhookEvent)).all()
+        return d, m, list(attempts), list(events)
+
+    d, m, attempts, events = db.call(state)
+    assert (d.status, d.attempts, d.last_reply, d.claimed_by, d.claimed_until) == (
+        DeliveryStatus.DELIVERED,
+        1,
+        "250 ok",
+        None,
+        None,
+    )
+    assert d.finished_at is not None
+    assert m.status is MessageStatus.DELIVERED
+    assert attempts == ["delivered"]
+    assert [(e.type, e.message_id) for e in events] == [("message.delivered", item.message_id)]
+    assert json.loads(events[0].data) == {
+        "message_id": item.message_id,
+        "direction": "buyer_to_seller",
+        "delivery_id": item.id,
+    }
+
+
+def test_a_delivery_of_a_message_no_longer_queued_changes_only_the_delivery(
+    db: Database,
+) -> None:
+    seed(db, one={})
+    [item] = db.call(spool.claim, "w1", limit=5, lease=60)
+
+    def fail_message(s: Session) -> None:
+        m = s.get(Message, item.message_id)
+        assert m is not None
+        m.status = MessageStatus.FAILED
+        s.add(m)
+
+    db.call(fail_message)
+    db.call(spool.record_delivered, item, "w1", "250 ok")
+    d = db.call(lambda s: s.get(Delivery, item.id))
+    m = db.call(lambda s: s.get(Message, item.message_id))
+    assert d is not None and m is not None
+    assert d.status is DeliveryStatus.DELIVERED
+    assert m.status is MessageStatus.FAILED
+    assert db.call(lambda s: s.exec(select(WebhookEvent)).all()) == []
