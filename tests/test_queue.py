@@ -1,10 +1,11 @@
-"""The queue's statements, looked at directly: what recording an outcome
-changes (on both databases)."""
+"""The queue's statements, looked at directly: what a claim leases and what
+recording an outcome changes (on both databases)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 from sqlmodel import Session, select
@@ -20,6 +21,7 @@ from relay.storage.models import (
     Message,
     MessageStatus,
     WebhookEvent,
+    utcnow,
 )
 
 
@@ -60,6 +62,57 @@ def seed(db: Database, **deliveries: dict[str, object]) -> dict[str, int]:
 
 def owners(db: Database) -> dict[int, str | None]:
     return db.call(lambda s: {d.id or 0: d.claimed_by for d in s.exec(select(Delivery))})
+
+
+@pytest.mark.parametrize("returning", [True, False], ids=["returning", "row-by-row"])
+def test_a_claim_leases_the_due_rows_up_to_its_limit_in_due_order(
+    db: Database, returning: bool
+) -> None:
+    if not returning:
+        if db.engine.dialect.name != "sqlite":
+            pytest.skip("the row-by-row claim is for SQLite before 3.35 only")
+        # SQLite before 3.35, without RETURNING: each candidate leased on its own.
+        db.engine.dialect.update_returning = False
+    now = utcnow()
+    ids = seed(
+        db,
+        third={"next_attempt_at": now - timedelta(minutes=3)},
+        first={"next_attempt_at": now - timedelta(minutes=9)},
+        expired={
+            "next_attempt_at": now - timedelta(minutes=5),
+            "claimed_by": "gone",
+            "claimed_until": now - timedelta(seconds=1),
+        },
+        held={
+            "next_attempt_at": now - timedelta(minutes=8),
+            "claimed_by": "other",
+            "claimed_until": now + timedelta(minutes=1),
+        },
+        later={"next_attempt_at": now + timedelta(minutes=1)},
+        last={"next_attempt_at": now - timedelta(minutes=1)},
+        done={"next_attempt_at": now - timedelta(minutes=7), "status": DeliveryStatus.DELIVERED},
+    )
+    batch = db.call(spool.claim, "w1", limit=2, lease=60)
+    assert [c.id for c in batch] == [ids["first"], ids["expired"]]
+    rest = db.call(spool.claim, "w2", limit=10, lease=60)
+    assert [c.id for c in rest] == [ids["third"], ids["last"]]
+    assert db.call(spool.claim, "w3", limit=10, lease=60) == []
+    by_id = owners(db)
+    assert {name: by_id[i] for name, i in ids.items()} == {
+        "first": "w1",
+        "expired": "w1",
+        "third": "w2",
+        "last": "w2",
+        "held": "other",
+        "later": None,
+        "done": None,
+    }
+    # A lease that ran out is claimable again.
+    later = db.call(spool.claim, "w4", limit=10, lease=60, now=now + timedelta(minutes=2))
+    assert {c.id for c in later} == {ids["first"], ids["expired"], ids["third"], ids["last"]} | {
+        ids["held"],
+        ids["later"],
+    }
 
 
 def test_record_delivered_is_the_leaseholder_s_and_happens_once(db: Database) -> None:

@@ -29,11 +29,21 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
 
-from sqlalchemy import ColumnElement, Connection, Table, bindparam, insert, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Integer,
+    Select,
+    Table,
+    Update,
+    bindparam,
+    insert,
+    or_,
+    update,
+)
 from sqlalchemy import select as core_select
-from sqlalchemy.orm import aliased
-from sqlmodel import Session, col, func, or_, select
-from sqlmodel.sql.expression import SelectOfScalar
+from sqlalchemy.sql.dml import ReturningUpdate
+from sqlmodel import Session, col, func, select
 
 from relay.core.config import RelayConfig, RetryConfig
 from relay.core.tokens import new_token, token_address
@@ -99,11 +109,12 @@ def worker_id() -> str:
 
 _DELIVERIES = cast(Table, Delivery.__table__)  # type: ignore[attr-defined]
 _MESSAGES = cast(Table, Message.__table__)  # type: ignore[attr-defined]
-_D, _M = _DELIVERIES.c, _MESSAGES.c
+_CONVERSATIONS = cast(Table, Conversation.__table__)  # type: ignore[attr-defined]
+_D, _M, _C = _DELIVERIES.c, _MESSAGES.c, _CONVERSATIONS.c
 _NEW_DELIVERY = insert(_DELIVERIES)
 _NEW_ATTEMPT = insert(cast(Table, DeliveryAttempt.__table__))  # type: ignore[attr-defined]
-"""The queue's statements are built once: a message's delivery and its outcome
-cost executes with parameters, not statement construction and cache keys.  The
+"""The queue's statements are built once, here: a message's delivery costs
+executes with parameters, not statement construction and cache keys.  The
 parameters' names are never a column's: an UPDATE would SET a column that a
 parameter is named after."""
 
@@ -133,6 +144,111 @@ def enqueue(session: Session, message_id: int, *, recipient: str, domain: str) -
     )
 
 
+class Lease:
+    """The statements that lease a table's due rows to a worker, built once.
+
+    ``due`` selects the ids of the candidates, in the order they are to be taken,
+    with their limit; ``claimable`` is what a row must still be when it is
+    leased.  Both may use bound parameters (``bindparam``), given to ``take``.
+
+    One statement leases a batch: ``UPDATE … SET claimed_by, claimed_until WHERE
+    id IN (due) AND claimable RETURNING id``.  On PostgreSQL the candidates are
+    selected ``FOR UPDATE SKIP LOCKED``: rows that another transaction is
+    claiming are passed over instead of waited for, and the lease is set before
+    this transaction commits and lets go of the row locks.  SQLite has no row
+    locks and needs none: the statement runs under the database's write lock,
+    so a row another worker leased is no longer claimable when it runs.  SQLite
+    before 3.35 has no RETURNING; there each candidate is leased by a
+    conditional UPDATE of its own, which only succeeds if the row is still
+    claimable, so a row another worker claimed in between is skipped.
+    """
+
+    def __init__(
+        self, table: Table, due: Select[Any], claimable: Sequence[ColumnElement[bool]]
+    ) -> None:
+        self.table = table
+        self.due = due
+        self.claimable = tuple(claimable)
+        self._batch: dict[str, ReturningUpdate[int]] = {}
+        self._each: Update | None = None
+
+    def take(
+        self, session: Session, params: dict[str, Any], *, worker: str, until: datetime
+    ) -> list[int]:
+        """Lease the rows ``due`` selects with ``params`` to ``worker`` until
+        ``until``; returns the ids leased."""
+        conn = session.connection()
+        values = {**params, "lease_worker": worker, "lease_until": until}
+        if conn.dialect.update_returning:
+            leased = conn.execute(self._batch_statement(conn), values).scalars().all()
+            return [int(i) for i in leased]
+        ids: list[int] = []
+        for row_id in conn.execute(self.due, params).scalars().all():
+            result = conn.execute(self._each_statement(), {**values, "lease_id": row_id})
+            if result.rowcount == 1:
+                ids.append(int(row_id))
+        return ids
+
+    def _batch_statement(self, conn: Connection) -> ReturningUpdate[int]:
+        dialect = conn.dialect
+        # PostgreSQL before 12 knows no MATERIALIZED: its CTEs always are.
+        variant = (
+            ""
+            if dialect.name != "postgresql"
+            else "MATERIALIZED"
+            if (dialect.server_version_info or (0,)) >= (12,)
+            else "CTE"
+        )
+        built = self._batch.get(variant)
+        if built is None:
+            key = self.table.c.id
+            due: Select[Any] = self.due
+            if variant:
+                # The candidates are locked in a materialized CTE: PostgreSQL may
+                # run a plain IN subquery again for each row it updates, and each
+                # run would pass over the rows updated so far and take the next.
+                locked = self.due.with_for_update(skip_locked=True, of=self.table).cte("due")
+                if variant == "MATERIALIZED":
+                    locked = locked.prefix_with("MATERIALIZED")
+                due = core_select(next(iter(locked.c)))
+            built = self._batch[variant] = (
+                update(self.table)
+                .where(key.in_(due), *self.claimable)
+                .values(
+                    claimed_by=bindparam("lease_worker"), claimed_until=bindparam("lease_until")
+                )
+                .returning(key)
+            )
+        return built
+
+    def _each_statement(self) -> Update:
+        if self._each is None:
+            self._each = (
+                update(self.table)
+                .where(self.table.c.id == bindparam("lease_id"), *self.claimable)
+                .values(
+                    claimed_by=bindparam("lease_worker"), claimed_until=bindparam("lease_until")
+                )
+            )
+        return self._each
+
+
+_NOW = bindparam("now", type_=_D.next_attempt_at.type)
+_CLAIMABLE = (
+    _D.status == DeliveryStatus.PENDING,
+    _D.next_attempt_at <= _NOW,
+    or_(_D.claimed_until.is_(None), _D.claimed_until < _NOW),
+)
+_DELIVERY_LEASE = Lease(
+    _DELIVERIES,
+    core_select(_D.id)
+    .where(*_CLAIMABLE)
+    .order_by(_D.next_attempt_at)
+    .limit(bindparam("limit", type_=Integer)),
+    _CLAIMABLE,
+)
+
+
 def claim(
     session: Session,
     worker: str,
@@ -142,24 +258,11 @@ def claim(
     now: datetime | None = None,
     domain: str = "",
 ) -> list[Claimed]:
-    """Lease up to ``limit`` due deliveries to ``worker`` until ``now + lease``.
-
-    On PostgreSQL the candidates are selected ``FOR UPDATE SKIP LOCKED``: rows that
-    another transaction is claiming are passed over instead of waited for, and the
-    lease is set before this transaction commits and lets go of the row locks.
-    SQLite has no row locks; there each candidate is leased by a conditional
-    UPDATE that only succeeds if the row is still claimable when the write lock
-    is held, so a row another worker claimed in between is skipped.
-    """
+    """Lease up to ``limit`` due deliveries to ``worker`` until ``now + lease``
+    (``Lease``: one statement), then read what sending them takes (one more)."""
     now = now or utcnow()
     until = now + timedelta(seconds=lease)
-    claimable = (
-        col(Delivery.status) == DeliveryStatus.PENDING,
-        col(Delivery.next_attempt_at) <= now,
-        or_(col(Delivery.claimed_until).is_(None), col(Delivery.claimed_until) < now),
-    )
-    due = select(Delivery.id).where(*claimable).order_by(col(Delivery.next_attempt_at))
-    ids = lease_rows(session, Delivery, due.limit(limit), claimable, worker=worker, until=until)
+    ids = _DELIVERY_LEASE.take(session, {"now": now, "limit": limit}, worker=worker, until=until)
     return _claimed(session, ids, worker, domain) if ids else []
 
 
@@ -174,67 +277,55 @@ class Leasable(Protocol):
 def lease_rows(
     session: Session,
     model: type[Leasable],
-    due: SelectOfScalar[Any],
+    due: Select[Any],
     claimable: Sequence[ColumnElement[bool]],
     *,
     worker: str,
     until: datetime,
 ) -> list[int]:
     """Lease the rows ``due`` selects (ids) that are still ``claimable`` to
-    ``worker`` until ``until``; returns the ids leased (see ``claim``)."""
-    ids: list[int] = []
-    key = col(model.id)
-    if session.get_bind().dialect.name == "postgresql":
-        locked = session.exec(due.with_for_update(skip_locked=True, of=model)).all()
-        ids = [i for i in locked if i is not None]
-        if ids:
-            session.execute(
-                update(model).where(key.in_(ids)).values(claimed_by=worker, claimed_until=until)
-            )
-        return ids
-    for row_id in session.exec(due).all():
-        result: Any = session.execute(
-            update(model)
-            .where(key == row_id, *claimable)
-            .values(claimed_by=worker, claimed_until=until)
-        )
-        if result.rowcount == 1 and row_id is not None:
-            ids.append(row_id)
-    return ids
+    ``worker`` until ``until``; returns the ids leased (see ``Lease``)."""
+    table = cast(Table, getattr(model, "__table__"))  # noqa: B009
+    return Lease(table, due, claimable).take(session, {}, worker=worker, until=until)
+
+
+_ABOUT = _MESSAGES.alias("about")
+_CLAIMED = (
+    core_select(
+        _D.id,
+        _D.message_id,
+        _D.envelope_from,
+        _D.recipient,
+        _D.attempts,
+        _M.delivered_path,
+        _M.trace_id,
+        _M.direction,
+        _M.conversation_id,
+        _ABOUT.c.direction,
+        _C.buyer_token,
+        _C.seller_token,
+    )
+    .select_from(
+        _DELIVERIES.outerjoin(_MESSAGES, _M.id == _D.message_id)
+        .outerjoin(_ABOUT, _ABOUT.c.id == _M.about_message_id)
+        .outerjoin(_CONVERSATIONS, _C.id == _M.conversation_id)
+    )
+    .where(_D.id.in_(bindparam("ids", expanding=True)))
+    .order_by(_D.next_attempt_at)
+)
 
 
 def _claimed(session: Session, ids: list[int], worker: str, domain: str) -> list[Claimed]:
     """What the worker needs of the leased deliveries, in one joined query.  A
     delivery whose message has no delivered copy cannot be sent: it fails."""
-    about = aliased(Message)
-    rows = session.exec(
-        select(  # type: ignore[call-overload]
-            Delivery.id,
-            Delivery.message_id,
-            Delivery.envelope_from,
-            Delivery.recipient,
-            Delivery.attempts,
-            Message.delivered_path,
-            Message.trace_id,
-            Message.direction,
-            Message.conversation_id,
-            about.direction,
-            Conversation.buyer_token,
-            Conversation.seller_token,
-        )
-        .join(Message, col(Message.id) == col(Delivery.message_id), isouter=True)
-        .join(about, col(about.id) == col(Message.about_message_id), isouter=True)
-        .join(Conversation, col(Conversation.id) == col(Message.conversation_id), isouter=True)
-        .where(col(Delivery.id).in_(ids))
-        .order_by(col(Delivery.next_attempt_at))
-    ).all()
+    conn = session.connection()
     claimed: list[Claimed] = []
-    for row in rows:
+    for row in conn.execute(_CLAIMED, {"ids": ids}).all():
         (d_id, message_id, envelope_from, recipient, attempts, path, trace, direction) = row[:8]
         conversation_id, about_direction, buyer_token, seller_token = row[8:]
         if not path:
             _finish(
-                session.connection(),
+                conn,
                 d_id,
                 worker,
                 DeliveryStatus.FAILED,
