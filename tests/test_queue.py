@@ -1,5 +1,5 @@
-"""The queue's statements, looked at directly: what a claim leases and what
-recording an outcome changes (on both databases)."""
+"""The queue's statements, looked at directly: what a claim leases, what recording
+an outcome changes, and the RCPT check's hourly counts (on both databases)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from sqlmodel import Session, select
 
 from relay.core.config import DatabaseConfig
 from relay.delivery import spool
+from relay.storage import directory
 from relay.storage.db import Database
 from relay.storage.models import (
     Delivery,
@@ -172,3 +173,71 @@ def test_a_delivery_of_a_message_no_longer_queued_changes_only_the_delivery(
     assert d.status is DeliveryStatus.DELIVERED
     assert m.status is MessageStatus.FAILED
     assert db.call(lambda s: s.exec(select(WebhookEvent)).all()) == []
+
+
+def test_the_hourly_counts_are_those_of_recent_messages(db: Database) -> None:
+    now = utcnow()
+
+    def run(s: Session) -> int:
+        seller = directory.add_seller(s, name="Shop", emails=["shop@seller.example"])
+        assert seller.id is not None
+        conv = directory.place_order(
+            s, "ORD-1", buyer_email="a@x.example", buyer_name="", seller_id=seller.id
+        ).conversation_id
+        rows = [
+            ("a@x.example", Direction.BUYER_TO_SELLER, 5, conv),
+            ("a@x.example", Direction.BUYER_TO_SELLER, 10, conv),
+            ("a@x.example", Direction.BUYER_TO_SELLER, 90, conv),
+            ("a@x.example", Direction.SELLER_TO_BUYER, 1, conv),
+            ("a@x.example", Direction.NOTICE, 1, conv),
+            ("a@x.example", Direction.BUYER_TO_SELLER, 2, None),
+            ("b@x.example", Direction.BUYER_TO_SELLER, 1, conv),
+        ]
+        for sender, direction, minutes, conversation in rows:
+            s.add(
+                Message(
+                    conversation_id=conversation,
+                    direction=direction,
+                    status=MessageStatus.DELIVERED,
+                    envelope_from=sender,
+                    created_at=now - timedelta(minutes=minutes),
+                )
+            )
+        return conv
+
+    conv = db.call(run)
+    since = now - timedelta(hours=1)
+
+    def compare(s: Session) -> set[tuple[int, int]]:
+        seen = set()
+        for sender in ("a@x.example", "b@x.example", "c@x.example"):
+            for conversation in (conv, conv + 1):
+                for direction in (Direction.BUYER_TO_SELLER, Direction.SELLER_TO_BUYER):
+                    for up_to in (1, 2, 100):
+                        counted = directory.recent_counts(
+                            s,
+                            since=since,
+                            envelope_from=sender,
+                            sender_up_to=up_to,
+                            conversation_id=conversation,
+                            direction=direction,
+                            conversation_up_to=up_to + 1,
+                        )
+                        expected = (
+                            directory.recent_messages(
+                                s, since=since, envelope_from=sender, up_to=up_to
+                            ),
+                            directory.recent_messages(
+                                s,
+                                since=since,
+                                conversation_id=conversation,
+                                direction=direction,
+                                up_to=up_to + 1,
+                            ),
+                        )
+                        assert counted == expected, (sender, conversation, direction, up_to)
+                        seen.add(counted)
+        return seen
+
+    seen = db.call(compare)
+    assert {(4, 3), (2, 3), (1, 2), (1, 3), (0, 0)} <= seen
