@@ -148,19 +148,24 @@ class Lease:
     """The statements that lease a table's due rows to a worker, built once.
 
     ``due`` selects the ids of the candidates, in the order they are to be taken,
-    with their limit; ``claimable`` is what a row must still be when it is
-    leased.  Both may use bound parameters (``bindparam``), given to ``take``.
+    with their limit; its conditions include ``claimable``, what a row must
+    still be when it is leased.  Both may use bound parameters (``bindparam``),
+    given to ``take``.
 
     One statement leases a batch: ``UPDATE … SET claimed_by, claimed_until WHERE
-    id IN (due) AND claimable RETURNING id``.  On PostgreSQL the candidates are
-    selected ``FOR UPDATE SKIP LOCKED``: rows that another transaction is
-    claiming are passed over instead of waited for, and the lease is set before
-    this transaction commits and lets go of the row locks.  SQLite has no row
-    locks and needs none: the statement runs under the database's write lock,
-    so a row another worker leased is no longer claimable when it runs.  SQLite
-    before 3.35 has no RETURNING; there each candidate is leased by a
+    id IN (due) RETURNING id``.  On PostgreSQL the candidates are selected
+    ``FOR UPDATE SKIP LOCKED``: rows that another transaction is claiming are
+    passed over instead of waited for, a row changed since the statement began
+    is checked against ``due``'s conditions again as it is locked, and the
+    lease is set before this transaction commits and lets go of the row locks.
+    SQLite has no row locks and needs none: the statement runs under the
+    database's write lock, and its subquery is evaluated once, before any row
+    is updated, so a row another worker leased is not claimable when it runs.
+    The UPDATE itself finds the rows by their ids only: with ``claimable``
+    repeated there, SQLite walks every due row of the queue's index instead.
+    SQLite before 3.35 has no RETURNING; there each candidate is leased by a
     conditional UPDATE of its own, which only succeeds if the row is still
-    claimable, so a row another worker claimed in between is skipped.
+    ``claimable``, so a row another worker claimed in between is skipped.
     """
 
     def __init__(
@@ -213,7 +218,7 @@ class Lease:
                 due = core_select(next(iter(locked.c)))
             built = self._batch[variant] = (
                 update(self.table)
-                .where(key.in_(due), *self.claimable)
+                .where(key.in_(due))
                 .values(
                     claimed_by=bindparam("lease_worker"), claimed_until=bindparam("lease_until")
                 )
