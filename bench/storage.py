@@ -19,9 +19,10 @@ own, with the relay's own functions:
 - ``delivered``: ``record_delivered`` of one claimed delivery (and the
   ``message.delivered`` event of its message).
 
-The write jobs run the way the group-commit writer runs them: each in a
-savepoint of a shared transaction, ``--batch`` jobs per commit, on a writer
-engine (``BEGIN IMMEDIATE`` on SQLite).  Reported per operation: wall time and
+The write jobs run in the relay's group-commit writer (``GroupCommit``), whose
+batches are run in this thread: each job in a savepoint of a shared
+transaction, ``--batch`` jobs per commit, on a writer engine (``BEGIN
+IMMEDIATE`` on SQLite).  Reported per operation: wall time and
 CPU time of this process's one thread (the database client's work, SQLite's
 included; a PostgreSQL server's is not), in microseconds, the median of the
 runs.  The relay's source is imported from the checkout this file is in, so a
@@ -39,6 +40,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -67,7 +69,7 @@ from relay.pipeline import record  # noqa: E402
 from relay.pipeline.verdicts import Deliver, Plan  # noqa: E402
 from relay.storage import directory  # noqa: E402
 from relay.storage.archive import Archive  # noqa: E402
-from relay.storage.db import Database, make_engine  # noqa: E402
+from relay.storage.db import Database, GroupCommit, _Job, make_engine  # noqa: E402
 
 DOMAIN = "marketplace.example.com"
 OPS = ("rcpt", "record", "claim", "delivered")
@@ -96,23 +98,19 @@ class Clock:
 
 
 class Writer:
-    """The group-commit writer's way of running jobs, in this thread."""
+    """The relay's group-commit writer (``GroupCommit``), its batches run in this
+    thread: each job in a savepoint of a shared transaction, one commit."""
 
     def __init__(self, config: DatabaseConfig) -> None:
-        self.engine = make_engine(config, writer=True)
+        self.group = GroupCommit(make_engine(config, writer=True))
 
     def run_batch(self, jobs: list[Callable[[Session], Any]]) -> list[Any]:
-        results: list[Any] = []
-        with Session(self.engine, expire_on_commit=False) as session:
-            for job in jobs:
-                with session.begin_nested():
-                    results.append(job(session))
-                    session.flush()
-            session.commit()
-        return results
+        batch = [_Job(job, (), {}, Future()) for job in jobs]
+        self.group._commit_batch(batch)
+        return [job.future.result() for job in batch]
 
     def close(self) -> None:
-        self.engine.dispose()
+        self.group.close()
 
 
 def make_config(url: str, workdir: Path) -> RelayConfig:
