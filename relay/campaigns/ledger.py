@@ -21,9 +21,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import update
+from sqlalchemy import Table, bindparam, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
@@ -31,7 +31,6 @@ from sqlmodel import Session, col, select
 from relay.campaigns.models import BrandContact, CampaignSend, SendStatus
 from relay.campaigns.rules import FREQUENCY
 from relay.core.clock import as_utc
-from relay.storage.models import Message
 
 
 def reserve(
@@ -77,26 +76,29 @@ def held_by(contact: BrandContact | None, at: datetime) -> int | None:
     return contact.campaign_id
 
 
+_SENDS = cast(Table, CampaignSend.__table__)  # type: ignore[attr-defined]
+_SEND_DELIVERED = (
+    update(_SENDS)
+    .where(_SENDS.c.message_id == bindparam("sent_message"), _SENDS.c.status == SendStatus.SENT)
+    .values(status=SendStatus.DELIVERED)
+)
+_SEND_BOUNCED = (
+    update(_SENDS)
+    .where(_SENDS.c.message_id == bindparam("sent_message"))
+    .values(status=SendStatus.BOUNCED)
+)
+"""Built once: they run in the transaction that records each message's outcome."""
+
+
 def mark_delivered(session: Session, message_id: int) -> None:
     """The recipient's server took a campaign message."""
-    session.execute(
-        update(CampaignSend)
-        .where(
-            col(CampaignSend.message_id) == message_id,
-            col(CampaignSend.status) == SendStatus.SENT,
-        )
-        .values(status=SendStatus.DELIVERED)
-    )
+    session.connection().execute(_SEND_DELIVERED, {"sent_message": message_id})
 
 
 def mark_bounced(session: Session, message_id: int) -> None:
     """A campaign message failed for good: refused, given up, or a DSN came back
     (after it was delivered, too: the recipient's server accepted it, then not)."""
-    session.execute(
-        update(CampaignSend)
-        .where(col(CampaignSend.message_id) == message_id)
-        .values(status=SendStatus.BOUNCED)
-    )
+    session.connection().execute(_SEND_BOUNCED, {"sent_message": message_id})
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,10 +107,8 @@ class LedgerListener:
     (a ``relay.delivery.listeners.DeliveryListener``, registered by
     ``relay.campaigns.install``)."""
 
-    def delivered(self, session: Session, message: Message, /) -> None:
-        assert message.id is not None
-        mark_delivered(session, message.id)
+    def delivered(self, session: Session, message_id: int, /) -> None:
+        mark_delivered(session, message_id)
 
-    def failed(self, session: Session, message: Message, /) -> None:
-        assert message.id is not None
-        mark_bounced(session, message.id)
+    def failed(self, session: Session, message_id: int, /) -> None:
+        mark_bounced(session, message_id)

@@ -20,18 +20,18 @@ from typing import Protocol
 
 from sqlmodel import Session
 
-from relay.storage.models import Direction, Message
+from relay.storage.models import Direction
 
 
 class DeliveryListener(Protocol):
     """Told of a message's outcome, in the transaction that records it."""
 
-    def delivered(self, session: Session, message: Message, /) -> None:
-        """The recipient's server took ``message`` (it was queued until now)."""
+    def delivered(self, session: Session, message_id: int, /) -> None:
+        """The recipient's server took message ``message_id`` (it was queued until now)."""
 
-    def failed(self, session: Session, message: Message, /) -> None:
-        """``message`` failed for good: refused, given up, or a DSN came back
-        (after it was delivered, too)."""
+    def failed(self, session: Session, message_id: int, /) -> None:
+        """Message ``message_id`` failed for good: refused, given up, or a DSN
+        came back (after it was delivered, too)."""
 
 
 _listeners: dict[Direction, DeliveryListener] = {}

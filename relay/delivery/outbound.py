@@ -365,7 +365,7 @@ class OutboundWorker:
                 return
             self._log(item, spool.Outcome.DELIVERED, result.reply, started)
             try:
-                await self.db.awrite(spool.record_delivered, item.id, self.worker, result.reply)
+                await self.db.awrite(spool.record_delivered, item, self.worker, result.reply)
             except StorageUnavailable as exc:
                 # Delivered but not recorded: the lease runs out and it is sent again.
                 # A duplicate is the lesser evil next to a lost message.

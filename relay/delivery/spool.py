@@ -27,20 +27,31 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from sqlalchemy import ColumnElement, update
-from sqlalchemy.orm import aliased
-from sqlmodel import Session, col, func, or_, select
-from sqlmodel.sql.expression import SelectOfScalar
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Integer,
+    Select,
+    Table,
+    Update,
+    bindparam,
+    insert,
+    or_,
+    update,
+)
+from sqlalchemy import select as core_select
+from sqlalchemy.sql.dml import ReturningUpdate
+from sqlmodel import Session, col, func, select
 
 from relay.core.config import RelayConfig, RetryConfig
 from relay.core.tokens import new_token, token_address
 from relay.delivery.listeners import listener_for
 from relay.delivery.notices import create_notice, party_map, sanitize
 from relay.storage.archive import Archive
-from relay.storage.db import insert_row
-from relay.storage.events import EventType, message_event
+from relay.storage.db import inserted_id
+from relay.storage.events import EventType, message_event, message_event_of
 from relay.storage.models import (
     Conversation,
     Delivery,
@@ -87,25 +98,160 @@ class Claimed:
     trace_id: str = "-"
     recipient_token: str = "-"
     """The recipient's token address: what the logs say instead of ``recipient``."""
+    conversation_id: int | None = None
+    """The message's conversation (a notice has that of the message it is
+    about; campaign mail has none)."""
 
 
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{new_token()[:6]}"
 
 
+_DELIVERIES = cast(Table, Delivery.__table__)  # type: ignore[attr-defined]
+_MESSAGES = cast(Table, Message.__table__)  # type: ignore[attr-defined]
+_CONVERSATIONS = cast(Table, Conversation.__table__)  # type: ignore[attr-defined]
+_D, _M, _C = _DELIVERIES.c, _MESSAGES.c, _CONVERSATIONS.c
+_NEW_DELIVERY = insert(_DELIVERIES)
+_NEW_ATTEMPT = insert(cast(Table, DeliveryAttempt.__table__))  # type: ignore[attr-defined]
+"""The queue's statements are built once, here: a message's delivery costs
+executes with parameters, not statement construction and cache keys.  The
+parameters' names are never a column's: an UPDATE would SET a column that a
+parameter is named after."""
+
+
 def enqueue(session: Session, message_id: int, *, recipient: str, domain: str) -> int:
     """A delivery of message ``message_id`` to ``recipient`` with its own VERP
     return path; returns the delivery's id."""
     verp = new_token()
-    return insert_row(
-        session,
-        Delivery(
-            message_id=message_id,
-            envelope_from=f"bounce+{verp}@{domain}",
-            verp=verp,
-            recipient=recipient,
-        ),
+    now = utcnow()
+    return inserted_id(
+        session.connection(),
+        _NEW_DELIVERY,
+        {
+            "message_id": message_id,
+            "envelope_from": f"bounce+{verp}@{domain}",
+            "verp": verp,
+            "recipient": recipient,
+            "status": DeliveryStatus.PENDING,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "last_reply": "",
+            "claimed_by": None,
+            "claimed_until": None,
+            "created_at": now,
+            "finished_at": None,
+        },
     )
+
+
+class Lease:
+    """The statements that lease a table's due rows to a worker, built once.
+
+    ``due`` selects the ids of the candidates, in the order they are to be taken,
+    with their limit; its conditions include ``claimable``, what a row must
+    still be when it is leased.  Both may use bound parameters (``bindparam``),
+    given to ``take``.
+
+    One statement leases a batch: ``UPDATE … SET claimed_by, claimed_until WHERE
+    id IN (due) RETURNING id``.  On PostgreSQL the candidates are selected
+    ``FOR UPDATE SKIP LOCKED``: rows that another transaction is claiming are
+    passed over instead of waited for, a row changed since the statement began
+    is checked against ``due``'s conditions again as it is locked, and the
+    lease is set before this transaction commits and lets go of the row locks.
+    SQLite has no row locks and needs none: the statement runs under the
+    database's write lock, and its subquery is evaluated once, before any row
+    is updated, so a row another worker leased is not claimable when it runs.
+    The UPDATE itself finds the rows by their ids only: with ``claimable``
+    repeated there, SQLite walks every due row of the queue's index instead.
+    SQLite before 3.35 has no RETURNING; there each candidate is leased by a
+    conditional UPDATE of its own, which only succeeds if the row is still
+    ``claimable``, so a row another worker claimed in between is skipped.
+    """
+
+    def __init__(
+        self, table: Table, due: Select[Any], claimable: Sequence[ColumnElement[bool]]
+    ) -> None:
+        self.table = table
+        self.due = due
+        self.claimable = tuple(claimable)
+        self._batch: dict[str, ReturningUpdate[int]] = {}
+        self._each: Update | None = None
+
+    def take(
+        self, session: Session, params: dict[str, Any], *, worker: str, until: datetime
+    ) -> list[int]:
+        """Lease the rows ``due`` selects with ``params`` to ``worker`` until
+        ``until``; returns the ids leased."""
+        conn = session.connection()
+        values = {**params, "lease_worker": worker, "lease_until": until}
+        if conn.dialect.update_returning:
+            leased = conn.execute(self._batch_statement(conn), values).scalars().all()
+            return [int(i) for i in leased]
+        ids: list[int] = []
+        for row_id in conn.execute(self.due, params).scalars().all():
+            result = conn.execute(self._each_statement(), {**values, "lease_id": row_id})
+            if result.rowcount == 1:
+                ids.append(int(row_id))
+        return ids
+
+    def _batch_statement(self, conn: Connection) -> ReturningUpdate[int]:
+        dialect = conn.dialect
+        # PostgreSQL before 12 knows no MATERIALIZED: its CTEs always are.
+        variant = (
+            ""
+            if dialect.name != "postgresql"
+            else "MATERIALIZED"
+            if (dialect.server_version_info or (0,)) >= (12,)
+            else "CTE"
+        )
+        built = self._batch.get(variant)
+        if built is None:
+            key = self.table.c.id
+            due: Select[Any] = self.due
+            if variant:
+                # The candidates are locked in a materialized CTE: PostgreSQL may
+                # run a plain IN subquery again for each row it updates, and each
+                # run would pass over the rows updated so far and take the next.
+                locked = self.due.with_for_update(skip_locked=True, of=self.table).cte("due")
+                if variant == "MATERIALIZED":
+                    locked = locked.prefix_with("MATERIALIZED")
+                due = core_select(next(iter(locked.c)))
+            built = self._batch[variant] = (
+                update(self.table)
+                .where(key.in_(due))
+                .values(
+                    claimed_by=bindparam("lease_worker"), claimed_until=bindparam("lease_until")
+                )
+                .returning(key)
+            )
+        return built
+
+    def _each_statement(self) -> Update:
+        if self._each is None:
+            self._each = (
+                update(self.table)
+                .where(self.table.c.id == bindparam("lease_id"), *self.claimable)
+                .values(
+                    claimed_by=bindparam("lease_worker"), claimed_until=bindparam("lease_until")
+                )
+            )
+        return self._each
+
+
+_NOW = bindparam("now", type_=_D.next_attempt_at.type)
+_CLAIMABLE = (
+    _D.status == DeliveryStatus.PENDING,
+    _D.next_attempt_at <= _NOW,
+    or_(_D.claimed_until.is_(None), _D.claimed_until < _NOW),
+)
+_DELIVERY_LEASE = Lease(
+    _DELIVERIES,
+    core_select(_D.id)
+    .where(*_CLAIMABLE)
+    .order_by(_D.next_attempt_at)
+    .limit(bindparam("limit", type_=Integer)),
+    _CLAIMABLE,
+)
 
 
 def claim(
@@ -117,25 +263,12 @@ def claim(
     now: datetime | None = None,
     domain: str = "",
 ) -> list[Claimed]:
-    """Lease up to ``limit`` due deliveries to ``worker`` until ``now + lease``.
-
-    On PostgreSQL the candidates are selected ``FOR UPDATE SKIP LOCKED``: rows that
-    another transaction is claiming are passed over instead of waited for, and the
-    lease is set before this transaction commits and lets go of the row locks.
-    SQLite has no row locks; there each candidate is leased by a conditional
-    UPDATE that only succeeds if the row is still claimable when the write lock
-    is held, so a row another worker claimed in between is skipped.
-    """
+    """Lease up to ``limit`` due deliveries to ``worker`` until ``now + lease``
+    (``Lease``: one statement), then read what sending them takes (one more)."""
     now = now or utcnow()
     until = now + timedelta(seconds=lease)
-    claimable = (
-        col(Delivery.status) == DeliveryStatus.PENDING,
-        col(Delivery.next_attempt_at) <= now,
-        or_(col(Delivery.claimed_until).is_(None), col(Delivery.claimed_until) < now),
-    )
-    due = select(Delivery.id).where(*claimable).order_by(col(Delivery.next_attempt_at))
-    ids = lease_rows(session, Delivery, due.limit(limit), claimable, worker=worker, until=until)
-    return _claimed(session, ids, domain) if ids else []
+    ids = _DELIVERY_LEASE.take(session, {"now": now, "limit": limit}, worker=worker, until=until)
+    return _claimed(session, ids, worker, domain) if ids else []
 
 
 class Leasable(Protocol):
@@ -149,67 +282,62 @@ class Leasable(Protocol):
 def lease_rows(
     session: Session,
     model: type[Leasable],
-    due: SelectOfScalar[Any],
+    due: Select[Any],
     claimable: Sequence[ColumnElement[bool]],
     *,
     worker: str,
     until: datetime,
 ) -> list[int]:
     """Lease the rows ``due`` selects (ids) that are still ``claimable`` to
-    ``worker`` until ``until``; returns the ids leased (see ``claim``)."""
-    ids: list[int] = []
-    key = col(model.id)
-    if session.get_bind().dialect.name == "postgresql":
-        locked = session.exec(due.with_for_update(skip_locked=True, of=model)).all()
-        ids = [i for i in locked if i is not None]
-        if ids:
-            session.execute(
-                update(model).where(key.in_(ids)).values(claimed_by=worker, claimed_until=until)
-            )
-        return ids
-    for row_id in session.exec(due).all():
-        result: Any = session.execute(
-            update(model)
-            .where(key == row_id, *claimable)
-            .values(claimed_by=worker, claimed_until=until)
-        )
-        if result.rowcount == 1 and row_id is not None:
-            ids.append(row_id)
-    return ids
+    ``worker`` until ``until``; returns the ids leased (see ``Lease``)."""
+    table = cast(Table, getattr(model, "__table__"))  # noqa: B009
+    return Lease(table, due, claimable).take(session, {}, worker=worker, until=until)
 
 
-def _claimed(session: Session, ids: list[int], domain: str) -> list[Claimed]:
+_ABOUT = _MESSAGES.alias("about")
+_CLAIMED = (
+    core_select(
+        _D.id,
+        _D.message_id,
+        _D.envelope_from,
+        _D.recipient,
+        _D.attempts,
+        _M.delivered_path,
+        _M.trace_id,
+        _M.direction,
+        _M.conversation_id,
+        _ABOUT.c.direction,
+        _C.buyer_token,
+        _C.seller_token,
+    )
+    .select_from(
+        _DELIVERIES.outerjoin(_MESSAGES, _M.id == _D.message_id)
+        .outerjoin(_ABOUT, _ABOUT.c.id == _M.about_message_id)
+        .outerjoin(_CONVERSATIONS, _C.id == _M.conversation_id)
+    )
+    .where(_D.id.in_(bindparam("ids", expanding=True)))
+    .order_by(_D.next_attempt_at)
+)
+
+
+def _claimed(session: Session, ids: list[int], worker: str, domain: str) -> list[Claimed]:
     """What the worker needs of the leased deliveries, in one joined query.  A
     delivery whose message has no delivered copy cannot be sent: it fails."""
-    about = aliased(Message)
-    rows = session.exec(
-        select(  # type: ignore[call-overload]
-            Delivery.id,
-            Delivery.message_id,
-            Delivery.envelope_from,
-            Delivery.recipient,
-            Delivery.attempts,
-            Message.delivered_path,
-            Message.trace_id,
-            Message.direction,
-            about.direction,
-            Conversation.buyer_token,
-            Conversation.seller_token,
-        )
-        .join(Message, col(Message.id) == col(Delivery.message_id), isouter=True)
-        .join(about, col(about.id) == col(Message.about_message_id), isouter=True)
-        .join(Conversation, col(Conversation.id) == col(Message.conversation_id), isouter=True)
-        .where(col(Delivery.id).in_(ids))
-        .order_by(col(Delivery.next_attempt_at))
-    ).all()
+    conn = session.connection()
     claimed: list[Claimed] = []
-    for row in rows:
+    for row in conn.execute(_CLAIMED, {"ids": ids}).all():
         (d_id, message_id, envelope_from, recipient, attempts, path, trace, direction) = row[:8]
-        about_direction, buyer_token, seller_token = row[8:]
+        conversation_id, about_direction, buyer_token, seller_token = row[8:]
         if not path:
-            d = session.get(Delivery, d_id)
-            assert d is not None
-            _finish(session, d, DeliveryStatus.FAILED, Outcome.FAILED, "no delivered copy archived")
+            _finish(
+                conn,
+                d_id,
+                worker,
+                DeliveryStatus.FAILED,
+                Outcome.FAILED,
+                "no delivered copy archived",
+                utcnow(),
+            )
             continue
         # A notice goes back to the sender of the message it is about.
         to_seller = (
@@ -231,6 +359,7 @@ def _claimed(session: Session, ids: list[int], domain: str) -> list[Claimed]:
                 recipient_token=(token_address(token, domain) if domain else token)
                 if token and (direction is not Direction.NOTICE or about_direction)
                 else "-",
+                conversation_id=conversation_id,
             )
         )
     return claimed
@@ -296,43 +425,111 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _owned(session: Session, delivery_id: int, worker: str) -> Delivery | None:
-    d = session.get(Delivery, delivery_id)
-    if d is None or d.status is not DeliveryStatus.PENDING or d.claimed_by != worker:
-        return None
-    return d
+_OWNED = core_select(_D.message_id, _D.attempts, _D.created_at).where(
+    _D.id == bindparam("delivery_id"),
+    _D.status == DeliveryStatus.PENDING,
+    _D.claimed_by == bindparam("worker"),
+)
+"""A delivery that is still ``worker``'s to record (pending, leased to it)."""
+_FINISH = (
+    update(_DELIVERIES)
+    .where(
+        _D.id == bindparam("delivery_id"),
+        _D.status == DeliveryStatus.PENDING,
+        _D.claimed_by == bindparam("worker"),
+    )
+    .values(
+        status=bindparam("new_status"),
+        attempts=_D.attempts + 1,
+        last_reply=bindparam("reply"),
+        finished_at=bindparam("now"),
+        claimed_by=None,
+        claimed_until=None,
+    )
+)
+_DEFER = (
+    update(_DELIVERIES)
+    .where(
+        _D.id == bindparam("delivery_id"),
+        _D.status == DeliveryStatus.PENDING,
+        _D.claimed_by == bindparam("worker"),
+    )
+    .values(
+        attempts=_D.attempts + 1,
+        last_reply=bindparam("reply"),
+        next_attempt_at=bindparam("next_at"),
+        claimed_by=None,
+        claimed_until=None,
+    )
+)
+_MESSAGE_DELIVERED = (
+    update(_MESSAGES)
+    .where(_M.id == bindparam("message_id"), _M.status == MessageStatus.QUEUED)
+    .values(status=MessageStatus.DELIVERED, updated_at=bindparam("now"))
+)
 
 
 def _finish(
-    session: Session, d: Delivery, status: DeliveryStatus, outcome: Outcome, reply: str
+    conn: Connection,
+    delivery_id: int,
+    worker: str,
+    status: DeliveryStatus,
+    outcome: Outcome,
+    reply: str,
+    now: datetime,
+) -> bool:
+    """End ``worker``'s delivery with ``status`` and record the attempt; False
+    (and nothing written) when the delivery is no longer ``worker``'s."""
+    result = conn.execute(
+        _FINISH,
+        {
+            "delivery_id": delivery_id,
+            "worker": worker,
+            "new_status": status,
+            "reply": reply,
+            "now": now,
+        },
+    )
+    if result.rowcount != 1:
+        return False
+    _attempt(conn, delivery_id, outcome, reply, now)
+    return True
+
+
+def _attempt(
+    conn: Connection, delivery_id: int, outcome: Outcome, reply: str, now: datetime
 ) -> None:
+    conn.execute(
+        _NEW_ATTEMPT,
+        {"delivery_id": delivery_id, "at": now, "outcome": outcome.value, "reply": reply},
+    )
+
+
+def record_delivered(session: Session, item: Claimed, worker: str, reply: str) -> None:
+    """The recipient's server took ``item``: the delivery is done and its
+    message delivered (if it was still queued), with the campaign's listener
+    told and the ``message.delivered`` event written.  Nothing is read: the
+    claimed item knows its message, and the conditional UPDATEs say what was
+    still to be done."""
+    conn = session.connection()
     now = utcnow()
-    d.status = status
-    d.attempts += 1
-    d.last_reply = reply
-    d.finished_at = now
-    d.claimed_by = None
-    d.claimed_until = None
-    session.add(d)
-    assert d.id is not None
-    session.add(DeliveryAttempt(delivery_id=d.id, at=now, outcome=outcome.value, reply=reply))
-
-
-def record_delivered(session: Session, delivery_id: int, worker: str, reply: str) -> None:
-    d = _owned(session, delivery_id, worker)
-    if d is None:
+    if not _finish(conn, item.id, worker, DeliveryStatus.DELIVERED, Outcome.DELIVERED, reply, now):
         return
-    _finish(session, d, DeliveryStatus.DELIVERED, Outcome.DELIVERED, reply)
-    msg = session.get(Message, d.message_id)
-    if msg is not None and msg.status is MessageStatus.QUEUED:
-        msg.status = MessageStatus.DELIVERED
-        msg.updated_at = utcnow()
-        session.add(msg)
-        listener = listener_for(msg.direction)
-        if listener is not None:
-            listener.delivered(session, msg)
-        if msg.direction in CONVERSATION:
-            message_event(session, EventType.MESSAGE_DELIVERED, msg, delivery_id=d.id)
+    result = conn.execute(_MESSAGE_DELIVERED, {"message_id": item.message_id, "now": now})
+    if result.rowcount != 1:
+        return
+    listener = listener_for(item.direction)
+    if listener is not None:
+        listener.delivered(session, item.message_id)
+    if item.direction in CONVERSATION:
+        message_event_of(
+            session,
+            EventType.MESSAGE_DELIVERED,
+            message_id=item.message_id,
+            direction=item.direction,
+            conversation_id=item.conversation_id,
+            delivery_id=item.id,
+        )
 
 
 def backoff(retry: RetryConfig, attempts: int) -> float:
@@ -350,30 +547,30 @@ def record_deferred(
     config: RelayConfig,
 ) -> bool:
     """Schedule the next attempt, or give up: True when the message failed."""
-    d = _owned(session, delivery_id, worker)
-    if d is None:
+    conn = session.connection()
+    owned = conn.execute(_OWNED, {"delivery_id": delivery_id, "worker": worker}).first()
+    if owned is None:
         return False
+    message_id, attempts, created_at = owned
     now = utcnow()
-    if (now - d.created_at).total_seconds() >= config.delivery.retry.give_up_after:
-        _fail(
+    if (now - created_at).total_seconds() >= config.delivery.retry.give_up_after:
+        return _fail(
             session,
-            d,
+            delivery_id,
+            message_id,
+            worker,
             Outcome.GAVE_UP,
-            f"gave up after {d.attempts + 1} attempts: {reply}",
+            f"gave up after {attempts + 1} attempts: {reply}",
             archive=archive,
             config=config,
         )
-        return True
-    d.attempts += 1
-    d.last_reply = reply
-    d.next_attempt_at = now + timedelta(seconds=backoff(config.delivery.retry, d.attempts))
-    d.claimed_by = None
-    d.claimed_until = None
-    session.add(d)
-    assert d.id is not None
-    session.add(
-        DeliveryAttempt(delivery_id=d.id, at=now, outcome=Outcome.DEFERRED.value, reply=reply)
+    next_at = now + timedelta(seconds=backoff(config.delivery.retry, attempts + 1))
+    result = conn.execute(
+        _DEFER,
+        {"delivery_id": delivery_id, "worker": worker, "reply": reply, "next_at": next_at},
     )
+    if result.rowcount == 1:
+        _attempt(conn, delivery_id, Outcome.DEFERRED, reply, now)
     return False
 
 
@@ -387,29 +584,45 @@ def record_failed(
     config: RelayConfig,
 ) -> bool:
     """The delivery failed for good: True when it was still this worker's to record."""
-    d = _owned(session, delivery_id, worker)
-    if d is None:
+    conn = session.connection()
+    owned = conn.execute(_OWNED, {"delivery_id": delivery_id, "worker": worker}).first()
+    if owned is None:
         return False
-    _fail(session, d, Outcome.FAILED, reply, archive=archive, config=config)
-    return True
+    return _fail(
+        session,
+        delivery_id,
+        owned[0],
+        worker,
+        Outcome.FAILED,
+        reply,
+        archive=archive,
+        config=config,
+    )
 
 
 def _fail(
     session: Session,
-    d: Delivery,
+    delivery_id: int,
+    message_id: int,
+    worker: str,
     outcome: Outcome,
     reply: str,
     *,
     archive: Archive,
     config: RelayConfig,
-) -> None:
-    _finish(session, d, DeliveryStatus.FAILED, outcome, reply)
-    msg = session.get(Message, d.message_id)
+) -> bool:
+    """End the delivery as failed and tell whom it concerns; False when it was
+    no longer ``worker``'s."""
+    conn = session.connection()
+    if not _finish(conn, delivery_id, worker, DeliveryStatus.FAILED, outcome, reply, utcnow()):
+        return False
+    msg = session.get(Message, message_id)
     if msg is None:
-        return
+        return True
     _notify_failure(
         session, msg, reply, archive=archive, config=config, what="could not be delivered"
     )
+    return True
 
 
 def _notify_failure(
@@ -427,7 +640,8 @@ def _notify_failure(
     session.add(msg)
     listener = listener_for(msg.direction)
     if listener is not None:
-        listener.failed(session, msg)
+        assert msg.id is not None
+        listener.failed(session, msg.id)
     if msg.direction in CONVERSATION:
         message_event(session, EventType.DELIVERY_FAILED, msg, reply=reply[:500])
     if msg.direction in NO_SENDER:

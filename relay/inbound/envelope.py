@@ -39,19 +39,17 @@ def check_recipient(
         return None
     route = directory.route(session, rcpt.value, envelope_from, domain=config.marketplace.domain)
     limits = config.limits
-    since = utcnow() - timedelta(hours=1)
-    sent = directory.recent_messages(
-        session, since=since, envelope_from=envelope_from, up_to=limits.messages_per_sender
+    sent, recent = directory.recent_counts(
+        session,
+        since=utcnow() - timedelta(hours=1),
+        envelope_from=envelope_from,
+        sender_up_to=limits.messages_per_sender,
+        conversation_id=route.conversation_id,
+        direction=route.direction,
+        conversation_up_to=limits.messages_per_conversation,
     )
     if sent >= limits.messages_per_sender:
         raise Refused(Refusal.SENDER_RATE)
-    recent = directory.recent_messages(
-        session,
-        since=since,
-        conversation_id=route.conversation_id,
-        direction=route.direction,
-        up_to=limits.messages_per_conversation,
-    )
     if recent >= limits.messages_per_conversation:
         raise Refused(Refusal.CONVERSATION_RATE)
     return route

@@ -3,7 +3,7 @@ cost of a refused recipient (SECURITY.md, "Abuse limits" and "Tokens cannot be
 guessed").
 
 Limits that must hold across processes (messages per sender and per
-conversation) are counted in the database instead (``directory.recent_messages``).
+conversation) are counted in the database instead (``directory.recent_counts``).
 These are per process: several relay processes each allow ``max_connections``.
 """
 

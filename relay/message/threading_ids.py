@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
+from typing import cast
 
+from sqlalchemy import Table, insert
 from sqlmodel import Session, col, or_, select
 
-from relay.storage.db import insert_row
-from relay.storage.models import MessageIdMap, Party
+from relay.storage.models import MessageIdMap, Party, utcnow
 
 
 def new_message_id(domain: str) -> str:
@@ -66,12 +67,17 @@ def record(
     original_id: str | None,
     relay_id: str,
 ) -> None:
-    insert_row(
-        session,
-        MessageIdMap(
-            conversation_id=conversation_id,
-            author=author,
-            original_id=original_id,
-            relay_id=relay_id,
-        ),
+    session.connection().execute(
+        _NEW_MAPPING,
+        {
+            "conversation_id": conversation_id,
+            "author": author,
+            "original_id": original_id,
+            "relay_id": relay_id,
+            "created_at": utcnow(),
+        },
     )
+
+
+_NEW_MAPPING = insert(cast(Table, MessageIdMap.__table__))  # type: ignore[attr-defined]
+"""Built once: every queued message writes one mapping."""

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import cast
 
+from sqlalchemy import Table, bindparam, func, insert, update
 from sqlmodel import Session
 
 from relay.core import metrics
@@ -33,7 +35,7 @@ from relay.pipeline.verdicts import (
     RuleRejected,
 )
 from relay.storage.archive import Archive
-from relay.storage.db import insert_row
+from relay.storage.db import inserted_id
 from relay.storage.directory import Route
 from relay.storage.events import EventType, message_event
 from relay.storage.models import Conversation, Direction, Message, MessageStatus, RuleHit, utcnow
@@ -57,7 +59,34 @@ def record(
     outcomes = [_bounce(session, verp, parsed, config=config, archive=archive) for verp in bounces]
     for plan in plans:
         decision = plan.decision
-        deliver = decision if isinstance(decision, Deliver) else None
+        if isinstance(decision, Deliver):  # the common case, without the ORM
+            now = utcnow()
+            message_id = inserted_id(
+                session.connection(),
+                _NEW_MESSAGE,
+                {
+                    "conversation_id": plan.route.conversation_id,
+                    "direction": plan.route.direction,
+                    "status": MessageStatus.QUEUED,
+                    "status_reason": "",
+                    "envelope_from": envelope_from,
+                    "recipient": plan.route.recipient,
+                    "subject": parsed.subject[:998],
+                    "original_message_id": parsed.message_id,
+                    "relay_message_id": decision.relay_id,
+                    "auto_submitted": parsed.auto_submitted or not envelope_from,
+                    "about_message_id": None,
+                    "received_path": received_path,
+                    "delivered_path": decision.delivered_path,
+                    "trace_id": trace_id,
+                    "created_at": now,
+                    "updated_at": now,
+                },
+            )
+            _record_hits(session, message_id, plan.verdict)
+            _queue(session, message_id, plan.route, decision, config=config)
+            outcomes.append(_outcome(message_id, plan))
+            continue
         message = Message(
             trace_id=trace_id,
             conversation_id=plan.route.conversation_id,
@@ -69,22 +98,34 @@ def record(
             original_message_id=parsed.message_id,
             auto_submitted=parsed.auto_submitted or not envelope_from,
             received_path=received_path,
-            delivered_path=deliver.delivered_path if deliver else None,
-            relay_message_id=deliver.relay_id if deliver else None,
         )
-        if deliver is not None:  # the common case, without the ORM
-            message.id = insert_row(session, message)
-            _record_hits(session, message.id, plan.verdict)
-            _queue(session, message.id, plan.route, deliver, config=config)
-            outcome = _outcome(message.id, plan)
-        else:
-            session.add(message)
-            session.flush()
-            assert message.id is not None
-            _record_hits(session, message.id, plan.verdict)
-            outcome = settle(session, message, plan, config=config, archive=archive)
-        outcomes.append(outcome)
+        session.add(message)
+        session.flush()
+        assert message.id is not None
+        _record_hits(session, message.id, plan.verdict)
+        outcomes.append(settle(session, message, plan, config=config, archive=archive))
     return outcomes
+
+
+_MESSAGES = cast(Table, Message.__table__)  # type: ignore[attr-defined]
+_CONVERSATIONS = cast(Table, Conversation.__table__)  # type: ignore[attr-defined]
+_NEW_MESSAGE = insert(_MESSAGES)
+_NEW_RULE_HIT = insert(cast(Table, RuleHit.__table__))  # type: ignore[attr-defined]
+_FIRST_TRAFFIC = {
+    # The conversation exists from its first message on; a buyer's message
+    # makes it buyer-initiated.  Either statement keeps an earlier first_message_at.
+    direction: update(_CONVERSATIONS)
+    .where(_CONVERSATIONS.c.id == bindparam("conversation_id"))
+    .values(
+        first_message_at=func.coalesce(
+            _CONVERSATIONS.c.first_message_at,
+            bindparam("now", type_=_CONVERSATIONS.c.first_message_at.type),
+        ),
+        **({"buyer_initiated": True} if direction is Direction.BUYER_TO_SELLER else {}),
+    )
+    for direction in (Direction.BUYER_TO_SELLER, Direction.SELLER_TO_BUYER)
+}
+"""Built once: a message's rows cost executes, not statement construction."""
 
 
 def settle(
@@ -167,13 +208,10 @@ def _queue(
     if not route.has_traffic or (
         route.direction is Direction.BUYER_TO_SELLER and not route.buyer_initiated
     ):
-        conv = session.get(Conversation, route.conversation_id)
-        assert conv is not None
-        if conv.first_message_at is None:
-            conv.first_message_at = utcnow()
-        if route.direction is Direction.BUYER_TO_SELLER:
-            conv.buyer_initiated = True
-        session.add(conv)
+        session.connection().execute(
+            _FIRST_TRAFFIC[route.direction],
+            {"conversation_id": route.conversation_id, "now": utcnow()},
+        )
     log.debug("message %s queued for conversation %s", message_id, route.conversation_id)
 
 
@@ -188,17 +226,21 @@ def _outcome(message_id: int | None, plan: Plan) -> Outcome:
 
 
 def _record_hits(session: Session, message_id: int, verdict: Verdict) -> None:
-    for hit in verdict.hits:
-        insert_row(
-            session,
-            RuleHit(
-                message_id=message_id,
-                rule_id=hit.rule_id,
-                action=hit.action.label,
-                detail=hit.detail[:1000],
-                location=hit.where[:200],
-            ),
-        )
+    if not verdict.hits:
+        return
+    session.connection().execute(
+        _NEW_RULE_HIT,
+        [
+            {
+                "message_id": message_id,
+                "rule_id": hit.rule_id,
+                "action": hit.action.label,
+                "detail": hit.detail[:1000],
+                "location": hit.where[:200],
+            }
+            for hit in verdict.hits
+        ],
+    )
 
 
 def _bounce(

@@ -9,8 +9,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import Connection, Insert, bindparam, func, insert, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Insert,
+    Integer,
+    ScalarSelect,
+    Table,
+    bindparam,
+    func,
+    insert,
+    or_,
+    update,
+)
 from sqlalchemy import select as core_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -390,6 +403,64 @@ def recent_messages(
     return int(session.exec(select(func.count()).select_from(query.subquery())).one())
 
 
+def _capped_count(*conditions: ColumnElement[bool], up_to: str) -> ScalarSelect[int]:
+    """How many messages (not notices) since ``:since`` meet ``conditions``,
+    counting no further than the parameter ``up_to`` names."""
+    found = (
+        core_select(_MESSAGES.c.id)
+        .where(
+            _MESSAGES.c.created_at >= bindparam("since", type_=_MESSAGES.c.created_at.type),
+            _MESSAGES.c.direction != Direction.NOTICE,
+            *conditions,
+        )
+        .limit(bindparam(up_to, type_=Integer))
+        .subquery()
+    )
+    return core_select(func.count()).select_from(found).scalar_subquery()
+
+
+_MESSAGES = cast(Table, Message.__table__)  # type: ignore[attr-defined]
+_RECENT = core_select(
+    _capped_count(_MESSAGES.c.envelope_from == bindparam("sender"), up_to="sender_up_to"),
+    _capped_count(
+        _MESSAGES.c.conversation_id == bindparam("conversation"),
+        _MESSAGES.c.direction == bindparam("direction", type_=_MESSAGES.c.direction.type),
+        up_to="conversation_up_to",
+    ),
+)
+
+
+def recent_counts(
+    session: Session,
+    *,
+    since: datetime,
+    envelope_from: str,
+    sender_up_to: int,
+    conversation_id: int,
+    direction: Direction,
+    conversation_up_to: int,
+) -> tuple[int, int]:
+    """The two hourly rate limits' counts in one statement: messages from
+    ``envelope_from`` and messages of the conversation in ``direction``, each
+    as ``recent_messages`` counts them (up to its limit)."""
+    row = (
+        session.connection()
+        .execute(
+            _RECENT,
+            {
+                "since": since,
+                "sender": envelope_from,
+                "sender_up_to": sender_up_to,
+                "conversation": conversation_id,
+                "direction": direction,
+                "conversation_up_to": conversation_up_to,
+            },
+        )
+        .one()
+    )
+    return int(row[0]), int(row[1])
+
+
 def conversation_categories(session: Session, conversation_id: int) -> frozenset[str]:
     rows = session.exec(
         select(Order.categories).where(Order.conversation_id == conversation_id)
@@ -457,35 +528,83 @@ class Route:
         )
 
 
+_ROUTE = (
+    core_select(
+        _CONVERSATIONS.c.id,
+        _CONVERSATIONS.c.buyer_token,
+        _CONVERSATIONS.c.seller_token,
+        _CONVERSATIONS.c.buyer_initiated,
+        _CONVERSATIONS.c.first_message_at,
+        _BUYERS.c.email,
+        _BUYERS.c.name,
+        _BUYERS.c.opted_out,
+        _SELLERS.c.id,
+        _SELLERS.c.name,
+        _SELLERS.c.messaging_enabled,
+        _SELLER_ADDRESSES.c.email,
+    )
+    .select_from(
+        _CONVERSATIONS.join(_BUYERS, _BUYERS.c.id == _CONVERSATIONS.c.buyer_id)
+        .join(_SELLERS, _SELLERS.c.id == _CONVERSATIONS.c.seller_id)
+        .outerjoin(_SELLER_ADDRESSES, _SELLER_ADDRESSES.c.seller_id == _SELLERS.c.id)
+    )
+    .where(
+        or_(
+            _CONVERSATIONS.c.buyer_token == bindparam("token"),
+            _CONVERSATIONS.c.seller_token == bindparam("token"),
+        )
+    )
+    .order_by(
+        _CONVERSATIONS.c.id,
+        _SELLER_ADDRESSES.c.is_primary.desc(),
+        _SELLER_ADDRESSES.c.id,
+    )
+)
+"""A token's conversation, its buyer, its seller and the seller's approved
+addresses (primary first, one row each): a route in one round trip."""
+
+
 def route(session: Session, token: str, envelope_from: str, *, domain: str) -> Route:
     """The route for mail from ``envelope_from`` to ``token``; raises Refused.
 
     The envelope sender must be the conversation's buyer when writing to the
     seller token, or an approved address of the conversation's seller when
     writing to the buyer token (README, "What senders are told").
+
+    Read afresh on every call, never cached: other processes (the command line,
+    the HTTP API, other relays) change sellers' addresses, opt-outs and
+    conversations at any time, and a stale route would send mail to an address
+    the seller has given up.
     """
     token = token.lower()
-    found = session.exec(
-        select(Conversation, Buyer, Seller)
-        .join(Buyer, col(Buyer.id) == Conversation.buyer_id)
-        .join(Seller, col(Seller.id) == Conversation.seller_id)
-        .where((Conversation.buyer_token == token) | (Conversation.seller_token == token))
-    ).first()
-    if found is None:
+    session.flush()  # what the caller changed in this session is seen
+    rows = session.connection().execute(_ROUTE, {"token": token}).all()
+    if not rows:
         raise Refused(Refusal.UNKNOWN_RECIPIENT)
-    conv, buyer, seller = found
-    if conv.id is None or seller.id is None:
-        raise Refused(Refusal.UNKNOWN_RECIPIENT)
-    seller_emails = tuple(a.email for a in seller_addresses(session, seller.id))
+    (
+        conv_id,
+        buyer_token,
+        seller_token,
+        buyer_initiated,
+        first_message_at,
+        buyer_email,
+        buyer_name,
+        buyer_opted_out,
+        seller_id,
+        seller_name,
+        messaging_enabled,
+        _email,
+    ) = rows[0]
+    seller_emails = tuple(r[11] for r in rows if r[0] == conv_id and r[11] is not None)
     try:
         sender = addresses.normalize(envelope_from) if envelope_from else ""
     except addresses.InvalidAddress:
         raise Refused(Refusal.SENDER_NOT_ALLOWED) from None
-    if token == conv.seller_token:
+    if token == seller_token:
         direction = Direction.BUYER_TO_SELLER
-        if sender != buyer.email:
+        if sender != buyer_email:
             raise Refused(Refusal.SENDER_NOT_ALLOWED)
-        if not seller.messaging_enabled and conv.first_message_at is None:
+        if not messaging_enabled and first_message_at is None:
             raise Refused(Refusal.MESSAGING_OFF)
     else:
         direction = Direction.SELLER_TO_BUYER
@@ -494,16 +613,16 @@ def route(session: Session, token: str, envelope_from: str, *, domain: str) -> R
     if not seller_emails:
         raise Refused(Refusal.UNKNOWN_RECIPIENT)
     return Route(
-        conversation_id=conv.id,
+        conversation_id=conv_id,
         direction=direction,
-        buyer_token=token_address(conv.buyer_token, domain),
-        seller_token=token_address(conv.seller_token, domain),
-        buyer_email=buyer.email,
-        buyer_name=buyer.name,
-        buyer_opted_out=buyer.opted_out,
-        seller_id=seller.id,
-        seller_name=seller.name,
+        buyer_token=token_address(buyer_token, domain),
+        seller_token=token_address(seller_token, domain),
+        buyer_email=buyer_email,
+        buyer_name=buyer_name,
+        buyer_opted_out=buyer_opted_out,
+        seller_id=seller_id,
+        seller_name=seller_name,
         seller_emails=seller_emails,
-        buyer_initiated=conv.buyer_initiated,
-        has_traffic=conv.first_message_at is not None,
+        buyer_initiated=buyer_initiated,
+        has_traffic=first_message_at is not None,
     )

@@ -19,13 +19,13 @@ import json
 import re
 import secrets
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert
+from sqlalchemy import Table, insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
-from relay.storage.models import Message, WebhookEvent, utcnow
+from relay.storage.models import Direction, Message, WebhookEvent, utcnow
 
 
 class EventType(enum.StrEnum):
@@ -102,22 +102,51 @@ def emit(
         "fanned_out": False,
         "created_at": utcnow(),
     }
-    table = WebhookEvent.__table__  # type: ignore[attr-defined]
+    conn = session.connection()
     if dedupe_key is None:
-        session.execute(insert(table).values(**values))
+        conn.execute(_NEW_EVENT, values)
         return True
-    dialect = session.get_bind().dialect.name
-    make = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    result: Any = session.execute(make(table).values(**values).on_conflict_do_nothing())
+    result = conn.execute(_NEW_EVENT_ONCE[conn.dialect.name == "postgresql"], values)
     return bool(result.rowcount)
+
+
+_EVENTS = cast(Table, WebhookEvent.__table__)  # type: ignore[attr-defined]
+_NEW_EVENT = insert(_EVENTS)
+_NEW_EVENT_ONCE = {
+    False: sqlite.insert(_EVENTS).on_conflict_do_nothing(),
+    True: postgresql.insert(_EVENTS).on_conflict_do_nothing(),
+}
+"""Built once (by whether the database is PostgreSQL): the values come as
+parameters, so an event costs an execute, not a statement's construction."""
 
 
 def message_event(session: Session, type: EventType, message: Message, **data: Any) -> None:
     """The event of what became of ``message`` (a conversation's), in this transaction."""
+    message_event_of(
+        session,
+        type,
+        message_id=message.id,
+        direction=message.direction,
+        conversation_id=message.conversation_id,
+        **data,
+    )
+
+
+def message_event_of(
+    session: Session,
+    type: EventType,
+    *,
+    message_id: int | None,
+    direction: Direction,
+    conversation_id: int | None,
+    **data: Any,
+) -> None:
+    """``message_event`` for a message known by its id, direction and
+    conversation, without its row."""
     emit(
         session,
         type,
-        {"message_id": message.id, "direction": message.direction.value, **data},
-        conversation_id=message.conversation_id,
-        message_id=message.id,
+        {"message_id": message_id, "direction": direction.value, **data},
+        conversation_id=conversation_id,
+        message_id=message_id,
     )
