@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from relay.app import Relay
@@ -447,6 +447,8 @@ ADDRESSES = st.emails()
     address=ADDRESSES,
     suffix=st.text(max_size=20),
 )
+@example(prefix="", address="'@A.af", suffix="")  # an apostrophe is a local part's letter
+@example(prefix="", address="o'neil@shop.example", suffix="")
 def test_scrub_leaves_no_address_in_any_string(prefix: str, address: str, suffix: str) -> None:
     text = f"{prefix} <{address}> {suffix}"
     nested = {"reply": text, "list": [text, 1, None], "inner": {"x": text}}

@@ -49,7 +49,8 @@ class EventType(enum.StrEnum):
         return self in (EventType.CAMPAIGN_STATUS_CHANGED, EventType.FOLLOWER_UNSUBSCRIBED)
 
 
-_ADDRESS = re.compile(r"[^\s<>()\[\]\"',;:@]+@[^\s<>()\[\]\"',;:@]+")
+_ADDRESS = re.compile(r"[^\s<>()\[\]\",;:@]+@[^\s<>()\[\]\"',;:@]+")
+"""Anything address-like: an apostrophe is a letter of a local part (``o'neil@``)."""
 ADDRESS_MARK = "[address]"
 
 
