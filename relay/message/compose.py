@@ -392,7 +392,7 @@ def compose_unchanged(
     )
     if head is None or _header_section_leaks(head, sender.real):
         return None
-    if rewritten and _rewritten_leak(rewritten, sender.real):
+    if rewritten and _rewritten_leak(rewritten, amap):
         return None
     return Outgoing(data=head + b"\r\n" + body, smtputf8=smtputf8)
 
@@ -514,13 +514,14 @@ def _leaf_rewritten(
 ) -> tuple[EmailMessage, bytes, EmailMessage] | None:
     """One text part (its headers and body) parsed, rewritten and written as the full
     path rewrites and writes it; with it the part in memory and the written bytes
-    parsed again.  None if it is not a plain text part, if nothing was replaced, if
-    an address survived, or if the written part does not read as the one in memory
-    (its type, parameters and transfer encoding)."""
+    parsed again.  None if it is not a plain text part, if nothing was replaced, or
+    if the written part does not read as the one in memory (its type, parameters
+    and transfer encoding).  Whether an address survived is ``_rewritten_leak``'s
+    to say."""
     part = _parse(raw)
     if part.is_multipart() or part.get_content_maintype() != "text" or part.defects:
         return None
-    if not rewrite_text_part(part, amap) or _content_leaks(part, amap):
+    if not rewrite_text_part(part, amap):
         return None
     data = part.as_bytes(policy=policy)
     parsed = _parse(data)
@@ -532,7 +533,8 @@ def _leaf_rewritten(
 def _reads(part: Message) -> tuple[object, ...]:
     """How a client reads a part's body: its type, parameters, transfer encoding."""
     cte = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
-    return part.get_content_type(), part.get_params(), cte, part.get_filename()
+    params = dict(getattr(part.get("Content-Type"), "params", None) or {})
+    return part.get_content_type(), params, cte
 
 
 def _parts_rewritten(
@@ -551,9 +553,7 @@ def _parts_rewritten(
         return None
     delimiter = b"--" + boundary.encode("ascii")
     enclosing = (*enclosing, delimiter)
-    # The parser's delimiter line: the delimiter, "--" if it closes, blanks, the line end.
-    pattern = re.compile(rb"^" + re.escape(delimiter) + rb"(--)?[ \t]*(?:\r\n|\Z)", re.M)
-    lines = list(pattern.finditer(body))
+    lines = _delimiter_lines(body, delimiter)
     if (
         len(lines) != len(parts) + 1
         or any(line.group(1) for line in lines[:-1])
@@ -573,6 +573,23 @@ def _parts_rewritten(
         out += [new, body[end : lines[i + 1].end()]]
     out.append(body[lines[-1].end() :])
     return b"".join(out)
+
+
+def _delimiter_lines(body: bytes, delimiter: bytes) -> list[re.Match[bytes]]:
+    """The delimiter lines of a multipart's body as the parser finds them: a line
+    that starts with the delimiter, then "--" if it is the closing one, then blanks
+    and the line end.  Looked for with ``bytes.find`` (a regex anchored at line
+    starts tries every position of a 200 KB attachment)."""
+    rest = re.compile(re.escape(delimiter) + rb"(--)?[ \t]*(?:\r\n|\Z)")
+    lines = []
+    at = body.find(delimiter)
+    while at >= 0:
+        if at == 0 or body[at - 1] == 0x0A:  # at the start of a line
+            line = rest.match(body, at)
+            if line:
+                lines.append(line)
+        at = body.find(delimiter, at + 1)
+    return lines
 
 
 def _part_rewritten(
@@ -618,12 +635,14 @@ def _part_rewritten(
     return data
 
 
-def _rewritten_leak(rewritten: Sequence[tuple[bytes, EmailMessage]], real: Sequence[str]) -> bool:
+def _rewritten_leak(rewritten: Sequence[tuple[bytes, EmailMessage]], check: AddressMap) -> bool:
     """The leak check of the rewritten parts, as ``leaks`` checks a whole message:
-    their bytes, and their headers and text as parsed again from those bytes.  The
-    parts passed on as they arrived need none: ``_body_rewritten`` found no spelling
-    of either party's address in them."""
-    check = AddressMap(dict.fromkeys(real, "x@x"))
+    their bytes, and their headers and text as parsed again from those bytes.  It
+    looks for both parties' addresses (``check`` is the copy's address map): one
+    still there means the full path would not have written the part this way
+    either (it rewrites a single text part twice).  The parts passed on as they
+    arrived need no check: ``_body_rewritten`` found no spelling of either party's
+    address in them."""
     return any(
         check.found_in_bytes(data) or any(_part_leaks(p, check) for p in parsed.walk())
         for data, parsed in rewritten
