@@ -15,7 +15,10 @@ Two ways to the same copy:
   to replace or repair: a header section of the relay's own, written as bytes
   (``relay.message.headers``), then the body exactly as it arrived.  The parse
   the message already had serves the body scan and the leak check; nothing is
-  parsed or written through the ``email`` object model again;
+  parsed or written through the ``email`` object model again.  When the only
+  thing to replace is an address in text parts (a signature), and the MIME
+  structure is simple, those parts alone are rewritten as the full path rewrites
+  them, and every other part is passed on as the bytes it arrived as;
 - the full path, for everything else (and whenever the fast path is unsure):
   the parsed message rewritten in place, written out by the ``email`` package,
   and parsed once more by the leak check.
@@ -349,25 +352,33 @@ def compose_unchanged(
     hostname: str,
 ) -> Outgoing | None:
     """The copy for ``recipient`` as a header section of the relay's own followed by
-    the body of ``source`` exactly as it arrived, or None when the full path must
-    write it: the body needs rewriting, or something about the message is not plain
-    enough to be sure of the result.
+    the body of ``source`` exactly as it arrived, or with only its text parts that
+    hold an address rewritten (``_body_rewritten``); None when the full path must
+    write it: the body needs other rewriting, or something about the message is not
+    plain enough to be sure of the result.
 
     ``msg`` is what ``source`` parsed to, unchanged since; it is read, never
     changed.  That one parse serves the body scan and the leak check: on this path
-    the delivered copy is not parsed again.  The headers are the full path's (the
-    same ``kept_headers``), written by ``relay.message.headers``; what a mail client
-    shows of the result is what it shows of the full path's."""
+    the delivered copy is not parsed again, only the parts rewritten are.  The
+    headers are the full path's (the same ``kept_headers``), written by
+    ``relay.message.headers``; what a mail client shows of the result is what it
+    shows of the full path's."""
     section = headers.split(source)
     if section is None or section.fields != [(str(n), str(v)) for n, v in msg.raw_items()]:
         return None  # the parser read the header section otherwise: it knows best
     amap = _address_map(sender, recipient)
     body = source[section.body :]
-    if not _body_kept(msg, body, amap):
-        return None
+    fields = section.fields
     smtputf8 = not recipient.real[0].isascii()
+    rewritten: list[tuple[bytes, EmailMessage]] = []
+    if not _body_kept(msg, body, amap):
+        policy = mailpolicy.SMTPUTF8 if smtputf8 else mailpolicy.SMTP
+        new = _body_rewritten(msg, fields, body, amap, policy)
+        if new is None:
+            return None
+        fields, body, rewritten = new
     head = _header_section(
-        section.fields,
+        fields,
         amap,
         sender=sender,
         recipient=recipient,
@@ -380,6 +391,8 @@ def compose_unchanged(
         utf8=smtputf8,
     )
     if head is None or _header_section_leaks(head, sender.real):
+        return None
+    if rewritten and _rewritten_leak(rewritten, amap):
         return None
     return Outgoing(data=head + b"\r\n" + body, smtputf8=smtputf8)
 
@@ -412,6 +425,228 @@ def _body_kept(msg: EmailMessage, body: bytes, amap: AddressMap) -> bool:
         if _content_leaks(part, amap):
             return False
     return True
+
+
+_SPLIT = ("mixed", "alternative")
+"""The multipart subtypes whose parts the fast path rewrites one by one."""
+
+
+def _body_rewritten(
+    msg: EmailMessage,
+    fields: list[tuple[str, str]],
+    body: bytes,
+    amap: AddressMap,
+    policy: email.policy.EmailPolicy[EmailMessage],
+) -> tuple[list[tuple[str, str]], bytes, list[tuple[bytes, EmailMessage]]] | None:
+    """The body with only the parts that hold an address rewritten, as the full path
+    rewrites them, and every other part passed on as the bytes it arrived as; None
+    when the full path must write it.
+
+    Returns the top-level fields the header section is written from (those of a
+    single text part change with its text: set_content writes a new Content-Type
+    and Content-Transfer-Encoding, last, as the full path has them), the new body,
+    and each rewritten part as written and as parsed again, for the leak check.
+
+    A single text part is rewritten whole.  A multipart/mixed or /alternative (with
+    at most one multipart/alternative inside a mixed) is split on its delimiter
+    lines (RFC 2046 §5.1.1), and the split must agree with the parser's: as many
+    parts, the same part headers, the same text.  Whatever else would make the
+    full path change the body (an attached message, a part header to drop or
+    rewrite, an address in a preamble, epilogue or a part that is not text, a MIME
+    structure with a defect) is left to the full path."""
+    if not headers.crlf_only(body):
+        return None
+    for part in msg.walk():
+        maintype = part.get_content_maintype()
+        if maintype == "message" or (maintype == "multipart" and not part.is_multipart()):
+            return None
+        if any(isinstance(defect, _STRUCTURE_DEFECTS) for defect in part.defects):
+            return None
+        if part is not msg and (
+            not headers_kept_as_they_are(part, amap, drop=INFRASTRUCTURE_HEADERS)
+            or _headers_leak(part, amap)
+        ):
+            return None
+        if any(amap.found_in(getattr(part, attr, None) or "") for attr in ("preamble", "epilogue")):
+            return None
+    written: list[tuple[bytes, EmailMessage]] = []
+    if not msg.is_multipart():
+        return _single_rewritten(msg, fields, body, amap, policy)
+    if msg.get_content_subtype() not in _SPLIT:
+        return None
+    new = _parts_rewritten(msg, body, amap, policy, written, ())
+    if new is None or not written:
+        return None
+    return fields, new, written
+
+
+def _single_rewritten(
+    msg: EmailMessage,
+    fields: list[tuple[str, str]],
+    body: bytes,
+    amap: AddressMap,
+    policy: email.policy.EmailPolicy[EmailMessage],
+) -> tuple[list[tuple[str, str]], bytes, list[tuple[bytes, EmailMessage]]] | None:
+    """A message that is one text part: its MIME headers and body parsed alone and
+    rewritten as the full path rewrites the message (``rewrite_text_part``)."""
+    if msg.get_content_maintype() != "text":
+        return None
+    mime = [
+        (name, value)
+        for name, value in fields
+        if name.lower().startswith("content-") or name.lower() == "mime-version"
+    ]
+    raw = b"".join(f"{n}: {v}\r\n".encode("ascii", "surrogateescape") for n, v in mime)
+    new = _leaf_rewritten(raw + b"\r\n" + body, amap, policy)
+    if new is None:
+        return None
+    part, data, parsed = new
+    others = [(n, v) for n, v in fields if not n.lower().startswith("content-")]
+    ours = [(str(n), str(v)) for n, v in part.raw_items() if str(n).lower().startswith("content-")]
+    _head, sep, text = data.partition(b"\r\n\r\n")
+    if not sep:
+        return None
+    return [*others, *ours], text, [(text, parsed)]
+
+
+def _leaf_rewritten(
+    raw: bytes, amap: AddressMap, policy: email.policy.EmailPolicy[EmailMessage]
+) -> tuple[EmailMessage, bytes, EmailMessage] | None:
+    """One text part (its headers and body) parsed, rewritten and written as the full
+    path rewrites and writes it; with it the part in memory and the written bytes
+    parsed again.  None if it is not a plain text part, if nothing was replaced, or
+    if the written part does not read as the one in memory (its type, parameters
+    and transfer encoding).  Whether an address survived is ``_rewritten_leak``'s
+    to say."""
+    part = _parse(raw)
+    if part.is_multipart() or part.get_content_maintype() != "text" or part.defects:
+        return None
+    if not rewrite_text_part(part, amap):
+        return None
+    data = part.as_bytes(policy=policy)
+    parsed = _parse(data)
+    if not headers.crlf_only(data) or _reads(parsed) != _reads(part):
+        return None
+    return part, data, parsed
+
+
+def _reads(part: Message) -> tuple[object, ...]:
+    """How a client reads a part's body: its type, parameters, transfer encoding."""
+    cte = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
+    params = dict(getattr(part.get("Content-Type"), "params", None) or {})
+    return part.get_content_type(), params, cte
+
+
+def _parts_rewritten(
+    container: Message,
+    body: bytes,
+    amap: AddressMap,
+    policy: email.policy.EmailPolicy[EmailMessage],
+    written: list[tuple[bytes, EmailMessage]],
+    enclosing: tuple[bytes, ...],
+) -> bytes | None:
+    """The body of a multipart, its parts rewritten or copied (``_part_rewritten``);
+    its preamble, delimiter lines and epilogue as they arrived."""
+    boundary = container.get_boundary()
+    parts = container.get_payload()
+    if not boundary or not _PLAIN.fullmatch(boundary) or not isinstance(parts, list):
+        return None
+    delimiter = b"--" + boundary.encode("ascii")
+    enclosing = (*enclosing, delimiter)
+    lines = _delimiter_lines(body, delimiter)
+    if (
+        len(lines) != len(parts) + 1
+        or any(line.group(1) for line in lines[:-1])
+        or not lines[-1].group(1)
+        or amap.found_in_bytes(body[: lines[0].start()])
+        or amap.found_in_bytes(body[lines[-1].end() :])
+    ):
+        return None
+    out = [body[: lines[0].end()]]
+    for i, part in enumerate(parts):
+        start, end = lines[i].end(), lines[i + 1].start() - 2
+        if end < start or not lines[i].group(0).endswith(b"\r\n") or body[end : end + 2] != b"\r\n":
+            return None
+        new = _part_rewritten(container, part, body[start:end], amap, policy, written, enclosing)
+        if new is None:
+            return None
+        out += [new, body[end : lines[i + 1].end()]]
+    out.append(body[lines[-1].end() :])
+    return b"".join(out)
+
+
+def _delimiter_lines(body: bytes, delimiter: bytes) -> list[re.Match[bytes]]:
+    """The delimiter lines of a multipart's body as the parser finds them: a line
+    that starts with the delimiter, then "--" if it is the closing one, then blanks
+    and the line end.  Looked for with ``bytes.find`` (a regex anchored at line
+    starts tries every position of a 200 KB attachment)."""
+    rest = re.compile(re.escape(delimiter) + rb"(--)?[ \t]*(?:\r\n|\Z)")
+    lines = []
+    at = body.find(delimiter)
+    while at >= 0:
+        if at == 0 or body[at - 1] == 0x0A:  # at the start of a line
+            line = rest.match(body, at)
+            if line:
+                lines.append(line)
+        at = body.find(delimiter, at + 1)
+    return lines
+
+
+def _part_rewritten(
+    container: Message,
+    part: Message,
+    chunk: bytes,
+    amap: AddressMap,
+    policy: email.policy.EmailPolicy[EmailMessage],
+    written: list[tuple[bytes, EmailMessage]],
+    enclosing: tuple[bytes, ...],
+) -> bytes | None:
+    """One part of a multipart: ``chunk`` (the bytes between its delimiter lines) if
+    the full path leaves it as it is (no spelling of an address in its bytes or
+    its decoded text), else a text part rewritten (``_leaf_rewritten``) or a
+    multipart/alternative inside a mixed whose parts are.  None if its bytes do not
+    read as the parser read them, or if something else would change."""
+    section = headers.split(chunk)
+    if section is None or section.fields != [(str(n), str(v)) for n, v in part.raw_items()]:
+        return None
+    if part.is_multipart():
+        if (
+            len(enclosing) != 1
+            or container.get_content_subtype() != "mixed"
+            or part.get_content_subtype() != "alternative"
+        ):
+            return None
+        inner = _parts_rewritten(part, chunk[section.body :], amap, policy, written, enclosing)
+        return None if inner is None else chunk[: section.body] + inner
+    text = chunk[section.body :]
+    if text.isascii() and part.get_payload() != text.decode("ascii"):
+        return None  # not the text the parser took for this part
+    if not amap.found_in_bytes(chunk) and not _content_leaks(part, amap):
+        return chunk
+    if part.get_content_maintype() != "text":
+        return None
+    new = _leaf_rewritten(chunk, amap, policy)
+    if new is None:
+        return None
+    _part, data, parsed = new
+    if any(delimiter in data for delimiter in enclosing):
+        return None  # it would end the part early
+    written.append((data, parsed))
+    return data
+
+
+def _rewritten_leak(rewritten: Sequence[tuple[bytes, EmailMessage]], check: AddressMap) -> bool:
+    """The leak check of the rewritten parts, as ``leaks`` checks a whole message:
+    their bytes, and their headers and text as parsed again from those bytes.  It
+    looks for both parties' addresses (``check`` is the copy's address map): one
+    still there means the full path would not have written the part this way
+    either (it rewrites a single text part twice).  The parts passed on as they
+    arrived need no check: ``_body_rewritten`` found no spelling of either party's
+    address in them."""
+    return any(
+        check.found_in_bytes(data) or any(_part_leaks(p, check) for p in parsed.walk())
+        for data, parsed in rewritten
+    )
 
 
 def _header_section(
