@@ -520,6 +520,9 @@ class RelaySetup:
                 "port": port,
                 "hostname": "mx.bench.example",
                 "pid_file": str(workdir / f"{name}.pid"),
+                # The load's sessions last the whole run (a soak: over an hour),
+                # longer than the 30 minutes a real session may.
+                "session_timeout": 24 * 3600,
             },
             "api": {"listen": None},
             "auth": {"policy": "none"},

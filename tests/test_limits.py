@@ -7,6 +7,7 @@ Token guessing has its own module, test_guessing.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +23,8 @@ from relay.core.yamlload import ConfigError
 from relay.inbound import replies
 from relay.inbound.limits import GuessingLimit, Networks, Penalty, SlidingWindow
 from relay.inbound.replies import SmtpReply
-from tests.helpers import Parties, Sink, build, make_config, send
+from relay.storage.db import _sqlite_lock_path
+from tests.helpers import Parties, Sink, build, make_config, register, send, wait_until
 
 Start = Callable[..., Any]
 
@@ -248,6 +250,43 @@ async def test_the_session_timeout_reply_comes_from_the_catalogue(
         assert line == f"{replies.SESSION_TOO_LONG}\r\n".encode()
         assert await asyncio.wait_for(reader.read(), timeout=10) == b""
         writer.close()
+    finally:
+        await relay.stop()
+
+
+async def test_the_session_timeout_waits_for_the_reply_to_a_message_in_progress(
+    tmp_path: Path, sink: Sink, dkim_key: tuple[Path, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A session that runs out of time while its message is being committed gets
+    the message's 250 first, then is closed: hung up on before the reply, its
+    sender would send again a message the relay has already taken."""
+    base = make_config(tmp_path, sink_port=sink.port, dkim_key=dkim_key[0])
+    smtp_config = SmtpConfig(port=0, hostname="mx.test", session_timeout=1.0)
+    relay = Relay(base.model_copy(update={"smtp": smtp_config}))
+    await relay.start()
+    lock_path = _sqlite_lock_path(relay.config.database)
+    assert lock_path is not None
+    try:
+        parties = register(relay)
+        msg = build(frm=parties.buyer, to=parties.seller_token, body="taken once")
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=relay.port, timeout=30)
+        await client.connect()
+        with lock_path.open("a+b") as lock:
+            # Every writer of this database waits for this lock: the message's
+            # commit cannot happen until the session's time is over.
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            sending = asyncio.create_task(
+                client.send_message(msg, sender=parties.buyer, recipients=[parties.seller_token])
+            )
+            await wait_until(lambda: "after its message's reply" in caplog.text, timeout=15)
+            assert not sending.done()
+            fcntl.flock(lock, fcntl.LOCK_UN)
+        errors, reply = await asyncio.wait_for(sending, 30)
+        assert errors == {} and "Message accepted" in reply
+        (received,) = await sink.wait_for(1)
+        assert b"taken once" in received.data
+        with pytest.raises(aiosmtplib.SMTPServerDisconnected):
+            await client.noop()  # closed after the reply
     finally:
         await relay.stop()
 

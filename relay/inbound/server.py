@@ -339,6 +339,8 @@ class RelaySMTP(SMTP):
     _counted = False
     _refused = False
     _hang_up = False
+    _accepting = False
+    """A message's data is being processed: its reply must reach the client."""
     _deadline: asyncio.TimerHandle | None = None
 
     def __dir__(self) -> list[str]:
@@ -418,9 +420,13 @@ class RelaySMTP(SMTP):
             await self.push(str(reply))
             return
         self.envelope.content = self.envelope.original_content = result.content
-        status = await self._call_handler_hook("DATA")
-        self._set_post_data_state()  # type: ignore[no-untyped-call]
-        await self.push(status)
+        self._accepting = True
+        try:
+            status = await self._call_handler_hook("DATA")
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            await self.push(status)
+        finally:
+            self._accepting = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Admit the session, or answer 421 and hang up (limits.max_connections,
@@ -443,7 +449,18 @@ class RelaySMTP(SMTP):
         super().connection_made(transport)
 
     def _expire(self, transport: asyncio.BaseTransport) -> None:
-        """smtp.session_timeout: a session that drips bytes forever is hung up on."""
+        """smtp.session_timeout: a session that drips bytes forever is hung up on.
+
+        Not while a message it sent is being processed: closing then would lose
+        the reply to a message that may be committed, and the sender would send
+        it again.  That session is closed right after its reply instead."""
+        if self._accepting:
+            log.warning(
+                "closing a session over smtp.session_timeout after its message's reply: %s",
+                self.session and self.session.peer,
+            )
+            self.close_after_reply()
+            return
         current = self.transport or transport  # the TLS transport after STARTTLS
         log.warning(
             "closing a session over smtp.session_timeout: %s", self.session and self.session.peer
