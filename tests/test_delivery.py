@@ -8,6 +8,8 @@ from pathlib import Path
 import aiosmtplib
 import dkim
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlmodel import Session, select
 
 from relay.app import Relay
@@ -238,3 +240,19 @@ async def test_delivered_mail_is_dkim_signed(
         return dkim_key[1].encode()
 
     assert dkim.verify(got.data, dnsfunc=dns)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from([b"a", b".", b"\r\n", b"\r", b"\n", b" ", b"\r\r\n"]), max_size=30))
+def test_the_quick_line_end_check_gives_aiosmtplibs_result(pieces: list[bytes]) -> None:
+    """Delivery hands aiosmtplib's line-end normalisation a cheaper first look;
+    whatever the message, the bytes sent are the ones aiosmtplib would send."""
+    from relay.delivery import outbound
+
+    message = b"".join(pieces)
+    assert outbound._line_ends(message) == outbound._AIOSMTPLIB_LINE_ENDS(message)
+    crlf = message.replace(b"\r", b"").replace(b"\n", b"\r\n")
+    assert outbound._line_ends(crlf) == outbound._AIOSMTPLIB_LINE_ENDS(crlf)
+    import aiosmtplib.protocol
+
+    assert aiosmtplib.protocol.normalize_message_line_endings is outbound._line_ends
