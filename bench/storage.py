@@ -164,6 +164,7 @@ def parsed_mail(i: int) -> ParsedMail:
         in_reply_to=(),
         references=(),
         auto_submitted=False,
+        source=b"",
     )
 
 
