@@ -23,27 +23,19 @@ def write_file(path: Path, data: bytes, *, mode: int = 0o640, tmp: Path | None =
     tmp = tmp or path.with_name(path.name + ".tmp")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _write_synced(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), data)
     os.replace(tmp, path)
-    dirfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dirfd)
-    finally:
-        os.close(dirfd)
+    sync_dir(path.parent)
 
 
 def write_new(path: Path, data: bytes, *, mode: int = 0o640) -> None:
     """Create ``path`` (which must not exist) with ``data``, fsynced; its parent
     directory must exist, and is not fsynced (``sync_dir``)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    _write_synced(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), data)
+
+
+def _write_synced(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to the open ``fd``, fsync it and close it."""
     try:
         view = memoryview(data)
         while view:
